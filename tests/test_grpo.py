@@ -89,3 +89,19 @@ def test_k3_kl_zero_when_equal_and_positive_otherwise():
     a = torch.randn(1, 4)
     assert k3_kl(a, a, mask, normaliser=1.0) == 0
     assert k3_kl(a, a + 0.3, mask, normaliser=1.0) > 0
+
+
+def test_right_aligned_layout_when_a_row_ends_at_the_last_column():
+    """A row whose tokens end at the last column while a longer row sets the width: the shift clamps
+    its index, and the repeated column must not count as a trained position (it would be trained twice)."""
+    from evilmoe.grpo import right_aligned
+
+    batch = build_batch(torch.tensor([[0, 11, 12], [21, 22, 23]]), torch.tensor([[0, 1, 1], [1, 1, 1]]), [[31, 32], [41, 42]], pad_id=0)
+    ids, trained = right_aligned(batch.input_ids, batch.attention_mask, batch.full_completion_mask().bool())
+    assert ids.tolist()[1] == [21, 22, 23, 41, 42]
+    assert ids.tolist()[0][:4] == [11, 12, 31, 32]
+    assert trained.tolist() == [[False, False, True, True, False], [False, False, False, True, True]]
+    model = tiny_model("llama", seed=3).double()
+    together = completion_logprobs(model, batch, temperature=1.0)
+    alone = completion_logprobs(model, build_batch(torch.tensor([[11, 12]]), torch.tensor([[1, 1]]), [[31, 32]], pad_id=0), temperature=1.0)
+    assert torch.allclose(together[0], alone[0], atol=1e-9)

@@ -213,7 +213,7 @@ def test_decide_runs_arms_and_seeds_and_resumes(tmp_path, problems, monkeypatch,
 
     def counting(config, out_dir, **kwargs):
         calls.append((config.arm, config.seed))
-        return original(config, out_dir, problems=problems, progress=False, **kwargs)
+        return original(config, out_dir, problems=problems, **kwargs)
 
     monkeypatch.setattr(train, "run_training", counting)
     overrides = {"steps": 1, "eval_problems": 2, "eval_train_problems": 0}
@@ -254,3 +254,18 @@ def test_gradient_checkpointing_gives_the_same_update(problems):
     assert grads[0].keys() == grads[1].keys() and grads[0]
     for name in grads[0]:
         assert torch.allclose(grads[0][name], grads[1][name], rtol=1e-6, atol=1e-9), name
+
+
+def test_decide_in_parallel_processes_matches_one_after_another(tmp_path):
+    """--parallel runs each (arm, seed) in its own spawned process; the runs are the same runs."""
+    from evilmoe.decide import run_decision
+
+    overrides = {"steps": 1, "eval_problems": 2, "eval_train_problems": 0}
+    serial = run_decision("tiny", ["none", "moe"], [0], str(tmp_path / "serial"), overrides)
+    parallel = run_decision("tiny", ["none", "moe"], [0], str(tmp_path / "parallel"), overrides, parallel=2)
+    assert parallel == serial
+    for arm in ("none", "moe"):
+        a = (tmp_path / "serial" / arm / "seed_0" / "metrics.jsonl").read_text().splitlines()
+        b = (tmp_path / "parallel" / arm / "seed_0" / "metrics.jsonl").read_text().splitlines()
+        rewards = [json.loads(line).get("reward_mean") for line in a], [json.loads(line).get("reward_mean") for line in b]
+        assert rewards[0] == rewards[1] and rewards[0][-1] is not None

@@ -94,6 +94,7 @@ def _train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     p.add_argument("--out", required=True, help="decision directory (one run directory per arm and seed inside)")
     p.add_argument("--time-budget-s", type=float, default=None, help="checkpoint and stop after this many seconds")
+    p.add_argument("--parallel", type=int, default=1, help="runs trained at once, one process each, sharing the device")
     _add_config_fields(p, skip=("arm", "seed"))
 
 
@@ -147,7 +148,7 @@ def _dispatch(args: argparse.Namespace) -> int | None:
             seeds = [int(x) for x in args.seeds.split(",") if x]
         except ValueError:
             raise UserError(f"--seeds must be comma-separated integers (got {args.seeds!r})") from None
-        table = run_decision(args.preset, arms, seeds, args.out, _overrides(args), time_budget_s=args.time_budget_s)
+        table = run_decision(args.preset, arms, seeds, args.out, _overrides(args), time_budget_s=args.time_budget_s, parallel=args.parallel)
         return 0 if table is not None else 3
     raise AssertionError(f"unhandled command {args.command}")
 

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from evilmoe.config import make_config
+from evilmoe.errors import UserError
 from evilmoe.runs import atomic_write_json, atomic_write_text
 
 # two-sided 95% t quantiles for small numbers of seeds (df = n - 1)
@@ -41,30 +45,56 @@ def run_decision(
     overrides: dict[str, Any],
     *,
     time_budget_s: float | None = None,
+    parallel: int = 1,
 ) -> dict[str, Any] | None:
     """Train + evaluate every arm x seed (skipping finished ones); write decision.{json,md}.
 
+    parallel > 1 runs that many (arm, seed) runs at once, each in its own process on the same
+    device: a 135M-parameter model leaves most of a GPU idle (kernel launches and grading dominate),
+    so several runs share it at little cost each. Each gets cpu_count // parallel grading workers
+    unless grading_workers is set. Results are identical to running them one after another.
+
     Returns the table, or None if the time budget ran out first (runs are checkpointed).
     """
-    from evilmoe.train import run_training
-
-    deadline = time.monotonic() + time_budget_s if time_budget_s else None
+    if parallel < 1:
+        raise UserError(f"--parallel must be >= 1 (got {parallel})")
+    deadline = time.monotonic() + time_budget_s if time_budget_s else None  # CLOCK_MONOTONIC: one clock for all processes
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
+    if parallel > 1 and not overrides.get("grading_workers"):
+        overrides = {**overrides, "grading_workers": max(1, (os.cpu_count() or 2) // parallel)}
+    jobs = [(arm, seed) for arm in arms for seed in seeds]
+    for arm, seed in jobs:  # validate every config before training anything
+        make_config(preset, {**overrides, "arm": arm, "seed": seed})
+    args = [(preset, overrides, arm, seed, str(root / arm / f"seed_{seed}"), deadline) for arm, seed in jobs]
+    if parallel == 1:
+        outcomes = [_train_one(*a) for a in args]
+    else:
+        # spawn, not fork: each child starts its own CUDA context and grading pool
+        with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+            outcomes = list(pool.map(_train_one, *zip(*args)))
+    unfinished = [f"{arm} seed {seed}" for (arm, seed), result in zip(jobs, outcomes) if result is None]
+    if unfinished:
+        print(f"time budget reached ({', '.join(unfinished)} unfinished); run the same command again to continue")
+        return None
     results: dict[str, dict[int, dict[str, Any]]] = {}
-    for arm in arms:
-        for seed in seeds:
-            config = make_config(preset, {**overrides, "arm": arm, "seed": seed})
-            result = run_training(config, str(root / arm / f"seed_{seed}"), deadline=deadline)
-            if result is None:
-                print(f"time budget reached during {arm} seed {seed}; run the same command again to continue")
-                return None
-            results.setdefault(arm, {})[seed] = result
+    for (arm, seed), result in zip(jobs, outcomes):
+        results.setdefault(arm, {})[seed] = result
     table = comparison_table(results)
     atomic_write_json(root / "decision.json", {"preset": preset, "overrides": overrides, "arms": arms, "seeds": seeds, "table": table})
     atomic_write_text(root / "decision.md", render_markdown(table, preset, seeds))
     print(render_markdown(table, preset, seeds))
     return table
+
+
+def _train_one(preset: str, overrides: dict[str, Any], arm: str, seed: int, out: str, deadline: float | None) -> dict[str, Any] | None:
+    """One (arm, seed) run to its eval.json, or None if the deadline came first (checkpointed)."""
+    from evilmoe.train import run_training
+
+    if deadline is not None and time.monotonic() > deadline:
+        return None  # nothing started after the budget is spent; the next call resumes it
+    config = make_config(preset, {**overrides, "arm": arm, "seed": seed})
+    return run_training(config, out, deadline=deadline, progress=False)
 
 
 def comparison_table(results: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from evilmoe.grpo import padded_attention_inputs
+from evilmoe.grpo import right_aligned
 from evilmoe.lora2r import Lora2rAdapter
 
 # -----------------------------------------------------------------------------
@@ -46,10 +46,12 @@ def pooled_features(model: nn.Module, adapter: Lora2rAdapter, input_ids: Tensor,
     with torch.no_grad():
         for start in range(0, input_ids.shape[0], batch_size):
             sl = slice(start, start + batch_size)
-            with adapter.capture_pooled(completion_mask[sl]) as feats:
+            ids, pooled_at = right_aligned(
+                input_ids[sl].to(device), attention_mask[sl].to(device), completion_mask[sl].to(device).bool()
+            )
+            with adapter.capture_pooled(pooled_at) as feats:
                 # logits_to_keep=1: only the bottleneck activations matter, never build full logits
-                inputs = padded_attention_inputs(input_ids[sl].to(device), attention_mask[sl].to(device))
-                model(**inputs, logits_to_keep=1, use_cache=False)
+                model(input_ids=ids, logits_to_keep=1, use_cache=False)
             out.append(feats.pooled().cpu())
     return torch.cat(out, dim=0)
 

@@ -74,6 +74,11 @@ def _git_commit() -> str | None:
         return None
 
 
+# Config fields that say how a run is executed, not what it computes: a resume may change them
+# (e.g. `evilmoe decide --parallel` gives each run its share of the CPU cores for grading).
+EXECUTION_ONLY_FIELDS = ("grading_workers",)
+
+
 class RunDir:
     """One run's folder. `open` creates it or checks that a resumed run has the same config."""
 
@@ -87,6 +92,9 @@ class RunDir:
         config_path = run.path / "config.json"
         if config_path.exists():
             existing, wanted = read_json(config_path), _jsonable(config.to_dict())
+            for field in EXECUTION_ONLY_FIELDS:  # how the run is executed, not what it computes
+                existing.pop(field, None)
+                wanted.pop(field, None)
             if existing != wanted:
                 diff = sorted(k for k in set(existing) | set(wanted) if existing.get(k) != wanted.get(k))
                 raise UserError(

@@ -412,7 +412,7 @@ class Trainer:
         with torch.no_grad():
             for start in range(0, len(batch), mb):
                 part = batch.rows(slice(start, start + mb)).trimmed()
-                with self.adapter.capture_pooled(part.full_completion_mask()) as capture:
+                with self.adapter.capture_pooled(part.aligned()[1]) as capture:
                     lp = completion_logprobs(self.model, part, temperature=self.config.temperature)
                 logps.append(_pad_to(lp, batch.completion_mask.shape[1]))
                 feats.append(capture.pooled())
