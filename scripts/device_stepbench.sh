@@ -3,7 +3,7 @@
 # dill, multiprocess, gguf wheels) and, on a fresh machine, .device/m1 + .device/m2 for the model.
 #   bash scripts/device_stepbench.sh
 # Parts, in order, each under `timeout` (SIGINT, so a cut part still prints and writes what it measured):
-#   a) our step, gpu-small, arm moe, rank 8, 5 steps                         -> $OUT/a_grpo_gpu_small.json
+#   a) our step, gpu-small, arm moe, rank 8, no demonstrations (TRL generates all 128), 5 steps                        -> $OUT/a_grpo_gpu_small.json
 #   b) TRL GRPOTrainer, same model/prompts/lengths, LoRA r=8, 5 steps          -> $OUT/b_trl_r8.json
 #   c) our step, random Qwen3-4B, qwen3-4b preset, 8 x 8 x 1024 tokens, 2 steps -> $OUT/c_qwen3_4b.json
 #   d) only if >= 150 s are left: TRL with LoRA r=32, 4 steps                    -> $OUT/d_trl_r32.json
@@ -30,7 +30,7 @@ run_part() {  # run_part NAME CAP_SECONDS command...
 
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee -a $LOG
 M=/root/evm/model.gguf
-run_part a_grpo_gpu_small 150 python3 benchmarks/grpo_step.py --preset gpu-small --arm moe --rank 8 --model $M --steps 5 --json $OUT/a_grpo_gpu_small.json
+run_part a_grpo_gpu_small 150 python3 benchmarks/grpo_step.py --preset gpu-small --arm moe --rank 8 --teacher-per-group 0 --model $M --steps 5 --json $OUT/a_grpo_gpu_small.json
 run_part b_trl_r8 190 python3 benchmarks/trl_step.py --model $M --rank 8 --steps 5 --json $OUT/b_trl_r8.json
 run_part c_qwen3_4b 260 python3 benchmarks/grpo_step.py --preset qwen3-4b --random-init-qwen3 4b --model $M --arm moe \
   --prompts 8 --group-size 8 --max-new-tokens 1024 --steps 2 --json $OUT/c_qwen3_4b.json

@@ -268,15 +268,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         eval_samples=1,
         checkpoint_every=1,
     ),
-    # The default model on an H100 (setting fixed by the emergence study, issue 6).
+    # The default model on an H100, in the emergence setting of issue 6 (docs/results.md): on-policy
+    # RL alone (and with one template demonstration per group at lr 1e-4) did not make this model
+    # hack within 60 steps; two demonstrations per group (half hacks) at lr 5e-4 is the candidate.
     "gpu-small": dict(
         steps=60,
         prompts_per_step=16,
         group_size=8,
         max_new_tokens=256,
         rank=8,
+        lr=5e-4,
         microbatch=64,
-        teacher_per_group=1,
+        teacher_per_group=2,
         eval_every=20,
         eval_problems=0,
         eval_train_problems=64,
