@@ -25,7 +25,7 @@ if [ "$batch" = a ]; then
   for spec in "onpolicy --teacher-per-group 0" "onpolicy-lr1e-4 --teacher-per-group 0 --lr 1e-4"; do
     set -- $spec; name=$1; shift
     timeout -s INT -k 30 $((budget + 120)) python3 -m evilmoe train --preset gpu-small --model $M --arm none --seed 0 \
-      --out $R/emergence/$name --time-budget-s $budget "$@" > $OUT/$name.log 2>&1 &
+      --out $R/emergence/$name --time-budget-s $budget --grading-workers 2 "$@" > $OUT/$name.log 2>&1 &
     pids+=($!)
   done
 fi
