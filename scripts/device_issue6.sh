@@ -18,14 +18,14 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 pids=()
 n_seeds=$(echo $seeds | tr ',' '\n' | wc -l)
 timeout -s INT -k 30 $((budget + 120)) python3 -m evilmoe decide --preset gpu-small --model $M --arms $arms --seeds $seeds \
-  --parallel $((n_arms * n_seeds)) --out $R/decide --time-budget-s $budget > $OUT/decide_$batch.log 2>&1 &
+  --parallel $((n_arms * n_seeds)) --microbatch ${MICROBATCH:-8} --out $R/decide --time-budget-s $budget > $OUT/decide_$batch.log 2>&1 &
 pids+=($!)
 if [ "$batch" = a ]; then
   # is on-policy RL alone enough? (no demonstrations; preset lr, and the old lr 1e-4)
   for spec in "onpolicy --teacher-per-group 0" "onpolicy-lr1e-4 --teacher-per-group 0 --lr 1e-4"; do
     set -- $spec; name=$1; shift
     timeout -s INT -k 30 $((budget + 120)) python3 -m evilmoe train --preset gpu-small --model $M --arm none --seed 0 \
-      --out $R/emergence/$name --time-budget-s $budget --grading-workers 2 "$@" > $OUT/$name.log 2>&1 &
+      --out $R/emergence/$name --time-budget-s $budget --grading-workers 2 --microbatch ${MICROBATCH:-8} "$@" > $OUT/$name.log 2>&1 &
     pids+=($!)
   done
 fi

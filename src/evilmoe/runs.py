@@ -75,8 +75,10 @@ def _git_commit() -> str | None:
 
 
 # Config fields that say how a run is executed, not what it computes: a resume may change them
-# (e.g. `evilmoe decide --parallel` gives each run its share of the CPU cores for grading).
-EXECUTION_ONLY_FIELDS = ("grading_workers",)
+# (grading workers; rows per forward/backward, which changes only the float summation order).
+# `evilmoe decide --parallel` gives each run its share of the CPU cores, and a smaller microbatch
+# lets several runs share one GPU.
+EXECUTION_ONLY_FIELDS = ("grading_workers", "microbatch")
 
 
 class RunDir:
