@@ -202,6 +202,8 @@ def test_resuming_with_a_different_config_is_refused(tmp_path, problems):
     RunDir.open(tmp_path / "r", _tiny(arm="moe"))
     with pytest.raises(UserError, match="different config"):
         RunDir.open(tmp_path / "r", _tiny(arm="none"))
+    # how the run executes may change between calls (e.g. decide --parallel on a shared GPU)
+    RunDir.open(tmp_path / "r", _tiny(arm="moe", microbatch=2, grading_workers=1))
 
 
 def test_decide_runs_arms_and_seeds_and_resumes(tmp_path, problems, monkeypatch, capsys):
