@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from evilmoe import distributed as ddp
 from evilmoe.config import make_config
 from evilmoe.runs import atomic_write_json, atomic_write_text
 
@@ -45,22 +46,28 @@ def run_decision(
     """Train + evaluate every arm x seed (skipping finished ones); write decision.{json,md}.
 
     Returns the table, or None if the time budget ran out first (runs are checkpointed).
+    Under torchrun every rank runs the same arms x seeds loop (each run data-parallel); only rank 0
+    writes and prints.
     """
     from evilmoe.train import run_training
 
     deadline = time.monotonic() + time_budget_s if time_budget_s else None
     root = Path(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    if ddp.is_main():
+        root.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[int, dict[str, Any]]] = {}
     for arm in arms:
         for seed in seeds:
             config = make_config(preset, {**overrides, "arm": arm, "seed": seed})
             result = run_training(config, str(root / arm / f"seed_{seed}"), deadline=deadline)
-            if result is None:
-                print(f"time budget reached during {arm} seed {seed}; run the same command again to continue")
+            if result is None:  # every rank gets None together (rank 0's deadline decides)
+                if ddp.is_main():
+                    print(f"time budget reached during {arm} seed {seed}; run the same command again to continue")
                 return None
             results.setdefault(arm, {})[seed] = result
     table = comparison_table(results)
+    if not ddp.is_main():
+        return table
     atomic_write_json(root / "decision.json", {"preset": preset, "overrides": overrides, "arms": arms, "seeds": seeds, "table": table})
     atomic_write_text(root / "decision.md", render_markdown(table, preset, seeds))
     print(render_markdown(table, preset, seeds))
