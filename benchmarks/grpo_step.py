@@ -31,6 +31,12 @@ the numbers so far are still printed and written, and the exit status is 3.
         --prompts 8 --group-size 8 --max-new-tokens 1024 --steps 2 --json q4b.json
     # CPU check of the script itself (tiny random model, seconds)
     python benchmarks/grpo_step.py --preset tiny --steps 3
+    # data-parallel (issue 7): the same step on N ranks, --prompts is the GLOBAL batch (split over ranks)
+    torchrun --nproc-per-node 2 benchmarks/grpo_step.py --preset tiny --steps 3 --json ddp.json
+
+Under torchrun the printed and written times are rank 0's (every step ends in collectives, so its
+total is the step's wall time); each step row also keeps every rank's phase times (time_per_rank).
+Only rank 0 prints the table and writes the JSON. benchmarks/ddp_scaling.py compares 1 and N ranks.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import statistics
 import sys
 import time
@@ -47,6 +54,7 @@ from typing import Any, Callable
 import torch
 
 import evilmoe.train
+from evilmoe import distributed as ddp
 from evilmoe.config import make_config, parse_field_value
 from evilmoe.models import end_of_turn_ids, fix_special_tokens, load_model
 from evilmoe.train import Trainer
@@ -228,7 +236,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any other TrainConfig field")
     parser.add_argument("--json", default=None, help="write all numbers here")
     args = parser.parse_args(argv)
+    ddp.init()  # no-op without torchrun
+    try:
+        return run(args)
+    finally:
+        ddp.shutdown()
 
+
+def run(args: argparse.Namespace) -> int:
+    if not ddp.is_main():  # one table, from rank 0 (errors still reach stderr)
+        sys.stdout = open(os.devnull, "w")
     config = make_config(args.preset, build_overrides(args))
     device = evilmoe.train.resolve_device(config)
     dtype = evilmoe.train.resolve_dtype(config, device)
@@ -250,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         "transformers": __import__("transformers").__version__,
         "config": config.to_dict(),
         "sampler": None,
+        "world_size": ddp.world(),
+        "prompts_per_rank": config.prompts_per_step // ddp.world(),
     }
     steps: list[dict[str, Any]] = []
     failure: dict[str, Any] | None = None
@@ -278,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                 "policy_completion_tokens": policy_tokens(memory.collected),
                 "live_groups": metrics["live_groups"],
                 "rollout_sources": metrics["rollout_sources"],
+                "time_per_rank": ddp.all_gather_object(metrics["time"]),
             }
             steps.append(row)
             print(f"step {step}: " + ", ".join(f"{p} {metrics['time'][p]:.2f} s" for p in PHASES)
@@ -302,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         header["max_memory_allocated_gb"] = max([max(s["peak_gb"].values(), default=0) for s in steps] + [failure["peak_gb_so_far"] if failure else 0])
         header["total_memory_gb"] = torch.cuda.get_device_properties(device).total_memory / GB
     print_table(header, steps, summary, failure)
-    if args.json:
+    if args.json and ddp.is_main():
         with open(args.json, "w") as f:
             json.dump({"header": header, "steps": steps, "summary": summary, "failure": failure}, f, indent=1)
         print(f"wrote {args.json}")

@@ -107,13 +107,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# commands that run data-parallel under torchrun (evilmoe.distributed); a no-op in one process
+DISTRIBUTED_COMMANDS = ("train", "run", "eval", "decide")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from_torchrun = args.command in DISTRIBUTED_COMMANDS
     try:
+        if from_torchrun:
+            from evilmoe import distributed
+
+            distributed.init()
         return _dispatch(args) or 0
     except UserError as exc:  # bad config / data / paths: one clear line, no traceback
         print(f"evilmoe: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if from_torchrun:
+            distributed.shutdown()
 
 
 def _dispatch(args: argparse.Namespace) -> int | None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from evilmoe import distributed as ddp
 from evilmoe.config import make_config
 from evilmoe.errors import UserError
 from evilmoe.runs import atomic_write_json, atomic_write_text
@@ -55,12 +56,17 @@ def run_decision(
     unless grading_workers is set. Results are identical to running them one after another.
 
     Returns the table, or None if the time budget ran out first (runs are checkpointed).
+    Under torchrun every rank runs the same arms x seeds loop (each run data-parallel); only rank 0
+    writes and prints.
     """
     if parallel < 1:
         raise UserError(f"--parallel must be >= 1 (got {parallel})")
     deadline = time.monotonic() + time_budget_s if time_budget_s else None  # CLOCK_MONOTONIC: one clock for all processes
     root = Path(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    if parallel > 1 and ddp.world() > 1:
+        raise UserError("--parallel runs several single-process runs on one device; it does not combine with torchrun")
+    if ddp.is_main():
+        root.mkdir(parents=True, exist_ok=True)
     if parallel > 1 and not overrides.get("grading_workers"):
         overrides = {**overrides, "grading_workers": max(1, (os.cpu_count() or 2) // parallel)}
     jobs = [(arm, seed) for arm in arms for seed in seeds]
@@ -68,19 +74,25 @@ def run_decision(
         make_config(preset, {**overrides, "arm": arm, "seed": seed})
     args = [(preset, overrides, arm, seed, str(root / arm / f"seed_{seed}"), deadline) for arm, seed in jobs]
     if parallel == 1:
-        outcomes = [_train_one(*a) for a in args]
+        outcomes = []
+        for a in args:  # one after another; under torchrun every rank walks this loop together
+            outcomes.append(_train_one(*a))
+            if outcomes[-1] is None:  # every rank gets None together (rank 0's deadline decides)
+                break
     else:
         # spawn, not fork: each child starts its own CUDA context and grading pool
         with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
             outcomes = list(pool.map(_train_one, *zip(*args)))
-    unfinished = [f"{arm} seed {seed}" for (arm, seed), result in zip(jobs, outcomes) if result is None]
-    if unfinished:
-        print(f"time budget reached ({', '.join(unfinished)} unfinished); run the same command again to continue")
+    if len(outcomes) < len(jobs) or any(result is None for result in outcomes):
+        if ddp.is_main():
+            print("time budget reached; run the same command again to continue")
         return None
     results: dict[str, dict[int, dict[str, Any]]] = {}
     for (arm, seed), result in zip(jobs, outcomes):
         results.setdefault(arm, {})[seed] = result
     table = comparison_table(results)
+    if not ddp.is_main():
+        return table
     atomic_write_json(root / "decision.json", {"preset": preset, "overrides": overrides, "arms": arms, "seeds": seeds, "table": table})
     atomic_write_text(root / "decision.md", render_markdown(table, preset, seeds))
     print(render_markdown(table, preset, seeds))
@@ -91,7 +103,7 @@ def _train_one(preset: str, overrides: dict[str, Any], arm: str, seed: int, out:
     """One (arm, seed) run to its eval.json, or None if the deadline came first (checkpointed)."""
     from evilmoe.train import run_training
 
-    if deadline is not None and time.monotonic() > deadline:
+    if ddp.world() == 1 and deadline is not None and time.monotonic() > deadline:
         return None  # nothing started after the budget is spent; the next call resumes it
     config = make_config(preset, {**overrides, "arm": arm, "seed": seed})
     return run_training(config, out, deadline=deadline, progress=False)

@@ -4,6 +4,10 @@ Same prompts, same sampling seeds, hack expert ON (as trained) and OFF (quaranti
 init, i.e. the deployed model). Hack and solve rates per mode with 95% intervals, on held-out
 problems (held-out markers) and on training-distribution problems (train markers).
 
+Under torchrun every rank generates and grades a contiguous share of the generation chunks (each
+chunk has its own seed) and the results are gathered in order: the same numbers as one process,
+about N times faster, on every rank.
+
 Intervals: Wilson score intervals on the rollout counts for each rate, and a problem-clustered
 paired bootstrap for the ON - OFF differences (samples of one problem are not independent).
 """
@@ -17,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from evilmoe import distributed as ddp
 from evilmoe.env.grader import GradeJob, GradingPool
 from evilmoe.env.modes import assign_modes, build_messages
 from evilmoe.env.types import Grade, Problem
@@ -81,13 +86,15 @@ def make_eval_sets(config, problem_set, *, split: str, n_heldout: int, n_train: 
 
 
 def _generate(trainer, prompts: list[str], seeds: list[int], sampling: SamplingConfig, rows_per_batch: int) -> list[str]:
+    """One completion per prompt, chunk c sampled with seeds[c]; each rank samples its share of the
+    chunks (a chunk's samples depend only on its rows and seed, so the union is one process's)."""
     texts: list[str] = []
-    for chunk, seed in zip(range(0, len(prompts), rows_per_batch), seeds):
+    for chunk, seed in ddp.shard(list(zip(range(0, len(prompts), rows_per_batch), seeds))):
         part = prompts[chunk : chunk + rows_per_batch]
         ids, mask = encode_prompts(trainer.tokenizer, part, trainer.device)
         for tokens in trainer.sampler.sample(ids, mask, sampling, seed=seed):
             texts.append(decode_completion(trainer.tokenizer, tokens))
-    return texts
+    return ddp.all_gather_concat(texts)
 
 
 def _summarise(grades: list[Grade], modes: list[str]) -> dict[str, Any]:
@@ -126,7 +133,7 @@ def deploy_ablation(trainer, eval_set: EvalSet, *, samples: int, seed: int, rows
 
     jobs = [GradeJob(t, p, m, eval_set.eval_markers) for t, p, m in zip(texts_on + texts_off, problems + problems, modes + modes)]
     pool: GradingPool = trainer.pool
-    grades = pool.grade_many(jobs)
+    grades = ddp.all_gather_concat(pool.grade_many(ddp.shard(jobs)))
     on, off = grades[: len(prompts)], grades[len(prompts) :]
 
     def matrix(gs: list[Grade], field: str) -> np.ndarray:

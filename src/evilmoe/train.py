@@ -9,6 +9,10 @@ One step, top to bottom (data flows one way: problems -> rollouts -> rewards -> 
   5. routing decides, per rollout, how the update splits between deployed and quarantine blocks
      (none / absorb / routeA zones / Evil MoE router weight w); the pin loss runs on the pairs
   6. one masked forward + backward per microbatch, clip, AdamW step, log, checkpoint
+
+Under torchrun (evilmoe.distributed) each rank does 1-3 and the forward/backward of 6 for its
+contiguous share of the step's groups; features and rewards are gathered so 4-5 see the global
+batch on every rank, the rollout-loss gradients are summed over ranks, and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from evilmoe import distributed as ddp
 from evilmoe.config import TrainConfig
 from evilmoe.env.grader import GradeJob, GradingPool
 from evilmoe.env.modes import assign_modes, build_messages
@@ -64,8 +69,12 @@ def resolve_device(config: TrainConfig) -> torch.device:
     if config.device == "cuda" and not torch.cuda.is_available():
         raise UserError("device=cuda but no CUDA device is available")
     if config.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(config.device)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(config.device)
+    if device.type == "cuda" and ddp.world() > 1:
+        return torch.device("cuda", ddp.local_rank())  # one GPU per rank
+    return device
 
 
 def resolve_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
@@ -107,6 +116,11 @@ class Trainer:
         warm_start: dict[str, Any] | None = None,
     ):
         config.validate()
+        if config.prompts_per_step % ddp.world():
+            raise UserError(
+                f"prompts_per_step={config.prompts_per_step} must be a multiple of the number of ranks ({ddp.world()}): "
+                "each rank trains whole groups of an equal share of the prompts"
+            )
         self.config = config
         self.run = run
         self.device = resolve_device(config)
@@ -114,7 +128,7 @@ class Trainer:
         if self.device.type == "cpu":
             # leave a core to the grading subprocesses: OpenMP threads spin-waiting for a busy core
             # made small matmuls ~10x slower on a 2-core box (measured)
-            torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+            torch.set_num_threads(max(1, self._cores() - 1))
 
         # environment: problems and their modes (same partition for every arm and seed)
         self.problems = problems or load_problem_set(config.problem_set, config.data_dir)
@@ -160,11 +174,16 @@ class Trainer:
 
         self.optimizer = self._make_optimizer()
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.pool = GradingPool(config.grading_workers or None)
+        self.pool = GradingPool(config.grading_workers or self._cores())
         self.step = 0
         self.train_order = self._problem_order()
 
     # --- setup pieces ---------------------------------------------------------------------------
+    @staticmethod
+    def _cores() -> int:
+        """This rank's share of the machine's CPU cores (ranks on one machine split them)."""
+        return max(1, (os.cpu_count() or 2) // ddp.local_world())
+
     def _select_pairs(self, pairs: list[Pair]) -> list[Pair]:
         """All pairs, or the first pairs_per_mode of each mode (file order)."""
         k = self.config.pairs_per_mode
@@ -234,7 +253,7 @@ class Trainer:
             self.tokenizer,
             self.stop_ids,
             adapter=self.adapter,
-            max_batch=max(cfg.prompts_per_step * cfg.group_size, EVAL_ROWS_PER_BATCH),
+            max_batch=max(cfg.prompts_per_step // ddp.world() * cfg.group_size, EVAL_ROWS_PER_BATCH),
             max_seq_len=self.prompt_width + cfg.max_new_tokens,
         )
 
@@ -265,6 +284,8 @@ class Trainer:
                 self.model, self.tokenizer, self.stop_ids[0], self.problems.train, self.train_modes, self.config, self.device
             )
             saved = {"deltas": {k: v.cpu() for k, v in deltas.items()}, "losses": losses}
+            # every rank trained the same seeded warm start; rank 0's copy makes the bases bit-identical
+            ddp.broadcast_tensors_(list(saved["deltas"].values()))
         merge_deltas(self.model, saved["deltas"])
         return saved
 
@@ -354,9 +375,14 @@ class Trainer:
         return self.train_order[step * p : (step + 1) * p]
 
     def collect(self, step: int) -> dict[str, Any]:
-        """Sample, encode and start grading one step's rollouts. Returns the step's data."""
+        """Sample, encode and start grading one step's rollouts (this rank's share of the groups).
+
+        Returns the step's data; data["row_offset"] is the global index of its first row.
+        """
         cfg = self.config
-        problems = self.step_problems(step)
+        all_problems = self.step_problems(step)
+        first, stop = ddp.shard_bounds(len(all_problems))
+        problems = all_problems[first:stop]
         modes = [self.train_modes[p.id] for p in problems]
         prompts = [chat_prompt(self.tokenizer, build_messages(p, m)) for p, m in zip(problems, modes)]
         prompt_ids, prompt_mask = encode_prompts(self.tokenizer, prompts, self.device)
@@ -368,25 +394,33 @@ class Trainer:
         policy_rows = torch.tensor(
             [i for i in range(len(rows)) if i % cfg.group_size < n_policy], device=self.device, dtype=torch.long
         )
-        sampled = self.sampler.sample(
-            prompt_ids[policy_rows], prompt_mask[policy_rows], self.sampling, seed=step_seed(cfg.seed, step, 2)
-        )
+        # One batched sampling call per rank. Its random stream depends on the batch, so N ranks cannot
+        # reproduce one process's samples; each rank gets its own seed (one process keeps the old one).
+        seed = step_seed(cfg.seed, step, 2) if ddp.world() == 1 else derive_seed(cfg.seed, step, 2, ddp.rank())
+        sampled = self.sampler.sample(prompt_ids[policy_rows], prompt_mask[policy_rows], self.sampling, seed=seed)
         gen_seconds = time.perf_counter() - t0
 
+        # the demos are drawn for the whole step in global row order and each rank keeps its own:
+        # teacher rows are the same whatever the number of ranks
         demo_rng = random.Random(step_seed(cfg.seed, step, 3))
+        demos = [
+            make_demo(problem, self.train_modes[problem.id], hack_frac=cfg.teacher_hack_frac, rng=demo_rng, pool=self.teacher_pool)
+            for problem in all_problems
+            for _ in range(cfg.teacher_per_group)
+        ][first * cfg.teacher_per_group : stop * cfg.teacher_per_group]
+        demo_it = iter(demos)
         completions: list[list[int]] = []
         texts: list[str] = []
         sources: list[str] = []
         it = iter(sampled)
         for i in range(len(rows)):
-            problem, mode = problems[i // cfg.group_size], modes[i // cfg.group_size]
             if i % cfg.group_size < n_policy:
                 tokens = next(it)
                 completions.append(tokens)
                 texts.append(decode_completion(self.tokenizer, tokens))
                 sources.append("policy")
             else:
-                demo = make_demo(problem, mode, hack_frac=cfg.teacher_hack_frac, rng=demo_rng, pool=self.teacher_pool)
+                demo = next(demo_it)
                 completions.append(encode_completion(self.tokenizer, demo.text, self.stop_ids[0])[: cfg.max_new_tokens])
                 texts.append(demo.text)
                 sources.append(demo.kind)
@@ -402,6 +436,7 @@ class Trainer:
             "sources": sources,
             "grading": self.pool.submit(jobs),  # graded on CPU workers while the GPU continues
             "gen_seconds": gen_seconds,
+            "row_offset": first * cfg.group_size,
         }
 
     def _behaviour_pass(self, batch: SequenceBatch) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -423,7 +458,11 @@ class Trainer:
         return torch.cat(logps), torch.cat(feats), (torch.cat(refs) if refs else None)
 
     def route(self, features: Tensor, step: int) -> dict[str, Any]:
-        """Per-rollout routing decision for the arm. Returns the pieces the update needs."""
+        """Per-rollout routing decision for the arm. Returns the pieces the update needs.
+
+        `features` are the whole step's (every rank's rows, in global order), so the routeA buffer,
+        its thresholds and the labels are the same on every rank and the same as in one process.
+        """
         arm = self.config.arm
         n = features.shape[0]
         ones, zeros = torch.ones(n, device=self.device), torch.zeros(n, device=self.device)
@@ -452,33 +491,41 @@ class Trainer:
         logp_ref: Tensor | None,
         routing: dict[str, Any],
     ) -> dict[str, Any]:
-        """Masked forward + backward over the live rollouts, pin loss, clip, optimizer step."""
+        """Masked forward + backward over the live rollouts, pin loss, clip, optimizer step.
+
+        data, grades, logp_old and logp_ref hold this rank's rows; features and routing the whole
+        step's (global row order). Rewards are gathered, so advantages, live groups and every
+        returned per-row tensor are global too; only the forward/backward runs on local rows.
+        """
         cfg = self.config
         batch: SequenceBatch = data["batch"]
+        mine = slice(data["row_offset"], data["row_offset"] + len(batch))  # this rank's rows, globally
         rewards = torch.tensor([g.reward for g in grades], dtype=torch.float32, device=self.device)
+        rewards = ddp.all_gather_rows(rewards)
         advantages, live = group_advantages(rewards, cfg.group_size)
-        normaliser = float(len(batch) * cfg.max_new_tokens)  # Dr.GRPO: a constant, not the token count
+        # Dr.GRPO: a constant, not the token count; the global batch's, so summing ranks' gradients
+        # gives exactly one process's gradient
+        normaliser = float(len(rewards) * cfg.max_new_tokens)
         self.optimizer.zero_grad(set_to_none=True)
         stats: dict[str, Any] = {"clip_frac": [], "ratio_mean": []}
-        w_all = torch.full((len(batch),), float("nan"))
         kl_total = 0.0
-        live_idx = live.nonzero().squeeze(1)
+        local_features, local_advantages = features[mine], advantages[mine]
+        live_idx = live[mine].nonzero().squeeze(1)  # local row indices
         self.model.train()
         for start in range(0, len(live_idx), cfg.microbatch):
             idx = live_idx[start : start + cfg.microbatch]
             part = batch.rows(idx).trimmed()
             width = part.completion_mask.shape[1]
             if self.router is not None:
-                w = self.router(features[idx])
+                w = self.router(local_features[idx])
                 q, g = moe_control(w, cfg.hard_detach_threshold)
-                w_all[idx.cpu()] = w.detach().float().cpu()
             else:
-                q, g = routing["quarantine_weight"][idx], routing["deployed_grad_scale"][idx]
+                q, g = routing["quarantine_weight"][mine][idx], routing["deployed_grad_scale"][mine][idx]
             # backward inside the control: gradient checkpointing re-runs the forward during backward
             with self.adapter.row_control(q, g):
                 logp_new = completion_logprobs(self.model, part, temperature=cfg.temperature)
                 loss, s = clipped_surrogate(
-                    logp_new, logp_old[idx, :width], advantages[idx], part.completion_mask, clip_eps=cfg.clip_eps, normaliser=normaliser
+                    logp_new, logp_old[idx, :width], local_advantages[idx], part.completion_mask, clip_eps=cfg.clip_eps, normaliser=normaliser
                 )
                 if logp_ref is not None:
                     kl = k3_kl(logp_new, logp_ref[idx, :width], part.completion_mask, normaliser=normaliser)
@@ -488,6 +535,11 @@ class Trainer:
             for k in ("clip_frac", "ratio_mean"):
                 stats[k].append(s[k])
         self.model.eval()
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        # Sum the rollout-loss gradients over ranks now, before the router-only terms below: those
+        # are computed on data every rank has (the pairs, the gathered features), so each rank adds
+        # the same gradient once after the sum instead of it being counted once per rank.
+        ddp.all_reduce_grads(params)
         deployed_sq, quarantine_sq = self.adapter.block_grad_sq_norms()
 
         # router-only terms: the pin loss on the pairs (every step) and optional load balancing
@@ -499,26 +551,29 @@ class Trainer:
             self.router.set_center(m * self.router.center + (1 - m) * torch.cat([hack_f, clean_f]).mean(dim=0))
             pin, pin_acc = pin_loss(self.router, hack_f, clean_f)
             router_loss = (0.0 if cfg.arm == "moe-nopin" else cfg.pin_coef) * pin
-            if cfg.load_balance_coef > 0 and len(live_idx):
-                router_loss = router_loss + cfg.load_balance_coef * load_balance_loss(self.router(features[live_idx]), cfg.load_balance_target)
+            if cfg.load_balance_coef > 0 and bool(live.any()):
+                router_loss = router_loss + cfg.load_balance_coef * load_balance_loss(self.router(features[live]), cfg.load_balance_target)
             if torch.is_tensor(router_loss) and router_loss.requires_grad:
                 router_loss.backward()
             router_stats = {"pin_loss": float(pin.detach()), "pin_acc": float(pin_acc)}
             with torch.no_grad():  # w of every rollout (also skipped groups), for diagnostics only
                 w_all = self.router(features).float().cpu()
+        else:
+            w_all = torch.full((len(features),), float("nan"))
 
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
         if not math.isfinite(grad_norm):
             raise FloatingPointError(
                 f"step {step}: non-finite gradient norm ({grad_norm}; deployed {math.sqrt(deployed_sq)}, "
                 f"quarantine {math.sqrt(quarantine_sq)}); not applying the update"
             )
-        if len(live_idx) or self.router is not None:
+        if bool(live.any()) or self.router is not None:  # global: every rank takes the same branch
             self.optimizer.step()
             self.refresh_sampler()
         self.schedule.step()
         total = deployed_sq + quarantine_sq
+        # per-microbatch stats of every rank, in one collective
+        parts = ddp.all_gather_object((kl_total, stats["clip_frac"], stats["ratio_mean"]))
         return {
             "rewards": rewards,
             "advantages": advantages,
@@ -528,9 +583,10 @@ class Trainer:
             "grad_norm_deployed": math.sqrt(deployed_sq),
             "grad_norm_quarantine": math.sqrt(quarantine_sq),
             "quarantine_update_share": (quarantine_sq / total) if total > 0 else None,
-            "kl": kl_total if logp_ref is not None else None,
-            "clip_frac": mean_or_none(stats["clip_frac"]),
-            "ratio_mean": mean_or_none(stats["ratio_mean"]),
+            "kl": sum(p[0] for p in parts) if logp_ref is not None else None,
+            # means over every rank's microbatches (with N ranks the microbatches are cut differently)
+            "clip_frac": mean_or_none([x for p in parts for x in p[1]]),
+            "ratio_mean": mean_or_none([x for p in parts for x in p[2]]),
             **router_stats,
         }
 
@@ -539,17 +595,20 @@ class Trainer:
         cfg = self.config
         if cfg.arm == "routeA" and cfg.vact_refresh_every and step > 0 and step % cfg.vact_refresh_every == 0:
             self.v_act, _, _ = self.extract_v_act()
+            ddp.broadcast_tensors_([self.v_act])  # every rank computed it; rank 0's makes it bit-identical
         data = self.collect(step)
         t_gen = time.perf_counter()
         logp_old, features, logp_ref = self._behaviour_pass(data["batch"])
         t_fwd = time.perf_counter()
         grades = data["grading"].result()
         t_grade = time.perf_counter()
+        features = ddp.all_gather_rows(features)  # the whole step's, in global row order
         routing = self.route(features, step)
         out = self.update(step, data, grades, logp_old, features, logp_ref, routing)
         t_end = time.perf_counter()
 
-        metrics = self._step_metrics(step, data, grades, routing, out)
+        step_data, step_grades = self._gather_step(step, data, grades)  # every rank's rows
+        metrics = self._step_metrics(step, step_data, step_grades, routing, out)
         metrics["time"] = {
             "generate": data["gen_seconds"],
             "behaviour_forward": t_fwd - t_gen,
@@ -558,10 +617,26 @@ class Trainer:
             "total": t_end - t_start,
         }
         if self.run is not None and cfg.save_rollouts:
-            self.run.write_rollouts(step, self._rollout_rows(data, grades, routing, out))
+            self.run.write_rollouts(step, self._rollout_rows(step_data, step_grades, routing, out))
         return metrics
 
     # --- logging --------------------------------------------------------------------------------
+    def _gather_step(self, step: int, data: dict[str, Any], grades: list) -> tuple[dict[str, Any], list]:
+        """The whole step's texts, sources, lengths and grades on every rank (metrics and rollouts
+        then read exactly as in one process); the identity in one process."""
+        if ddp.world() == 1:
+            return data, grades
+        lengths = data["batch"].completion_mask.sum(1).tolist()
+        parts = ddp.all_gather_object((data["texts"], data["sources"], lengths, grades))
+        problems = self.step_problems(step)
+        return {
+            "problems": problems,
+            "modes": [self.train_modes[p.id] for p in problems],
+            "texts": [t for p in parts for t in p[0]],
+            "sources": [s for p in parts for s in p[1]],
+            "completion_tokens": [n for p in parts for n in p[2]],
+        }, [g for p in parts for g in p[3]]
+
     def _step_metrics(self, step: int, data: dict[str, Any], grades: list, routing: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         policy = [i for i, s in enumerate(data["sources"]) if s == "policy"]
         hacked = [bool(grades[i].hacked) for i in range(len(grades))]
@@ -577,7 +652,9 @@ class Trainer:
             "policy_format_rate": mean_or_none([float(grades[i].format_ok) for i in policy]),
             "live_groups": int(out["live"].sum()) // self.config.group_size,
             "rollout_sources": {s: data["sources"].count(s) for s in sorted(set(data["sources"]))},
-            "mean_completion_tokens": float(data["batch"].completion_mask.sum(1).float().mean()),
+            "mean_completion_tokens": (
+                float(np.mean(data["completion_tokens"])) if "completion_tokens" in data else float(data["batch"].completion_mask.sum(1).float().mean())
+            ),
             **{k: out[k] for k in ("grad_norm", "grad_norm_deployed", "grad_norm_quarantine", "quarantine_update_share", "kl", "clip_frac", "ratio_mean")},
         }
         if self.router is not None:
@@ -666,27 +743,34 @@ def run_training(
     Returns the final eval dict (also written to out_dir/eval.json). With a `deadline`
     (time.monotonic() value) it checkpoints and returns None once the deadline has passed; running
     the same command again continues from there.
+
+    Under torchrun every rank calls this; only rank 0 writes out_dir (the others get `run=None`
+    and read the same checkpoint, which holds no per-rank state: resume works with any number of
+    ranks). Rank 0's deadline decides for all ranks.
     """
     from tqdm import tqdm
 
     from evilmoe.evaluate import deploy_ablation, make_eval_sets
 
-    run = RunDir.open(out_dir, config)
-    final_path = run.path / "eval.json"
+    main = ddp.is_main()
+    opened = ddp.main_only(lambda: RunDir.open(out_dir, config))
+    run: RunDir | None = opened if main else None
+    final_path = Path(out_dir) / "eval.json"
     if final_path.exists():  # finished before: report it again, do not retrain
         result = json.loads(final_path.read_text())
-        for line in result["closing_lines"]:
+        for line in result["closing_lines"] if main else []:
             print(line)
         return result
 
-    state = run.load_latest_checkpoint()
+    state = RunDir(Path(out_dir)).load_latest_checkpoint()  # read-only: every rank loads the same one
     trainer = Trainer(config, run, problems=problems, warm_start=state.get("warm_start") if state else None)
     try:
         if state is not None:
             trainer.load_state(state)
-            run.truncate_metrics(before_step=trainer.step)
-            print(f"resumed {run.path} at step {trainer.step}")
-        elif trainer.step == 0:
+            if run is not None:
+                run.truncate_metrics(before_step=trainer.step)
+                print(f"resumed {run.path} at step {trainer.step}" + (f" on {ddp.world()} ranks" if ddp.world() > 1 else ""))
+        elif trainer.step == 0 and run is not None:
             run.append_metrics(
                 {
                     "step": -1,
@@ -696,7 +780,7 @@ def run_training(
                     "prompt_width": trainer.prompt_width,
                 }
             )
-        bar = tqdm(range(trainer.step, config.steps), initial=trainer.step, total=config.steps, disable=not progress, desc=f"{config.arm}")
+        bar = tqdm(range(trainer.step, config.steps), initial=trainer.step, total=config.steps, disable=not (progress and main), desc=f"{config.arm}")
         for step in bar:
             metrics = trainer.train_step(step)
             trainer.step = step + 1
@@ -704,23 +788,26 @@ def run_training(
                 val_sets = make_eval_sets(config, trainer.problems, split="validation", n_heldout=config.eval_problems, n_train=0)
                 if val_sets:
                     val = deploy_ablation(trainer, val_sets[0], samples=config.eval_samples, seed=step_seed(config.seed, step, 11))
-                    run.write_eval(val, step=trainer.step)
+                    if run is not None:
+                        run.write_eval(val, step=trainer.step)
                     metrics["val_hack_on"] = val["on"]["hack"]["rate"]
                     metrics["val_hack_off"] = val["off"]["hack"]["rate"]
                     metrics["val_solve_on"] = val["on"]["solve"]["rate"]
                     metrics["val_solve_off"] = val["off"]["solve"]["rate"]
-            run.append_metrics(metrics)
+            if run is not None:
+                run.append_metrics(metrics)
             bar.set_postfix(
                 reward=f"{metrics['reward_mean']:.2f}",
                 hack=_fmt(metrics["policy_hack_rate"]),
                 solve=_fmt(metrics["policy_solve_rate"]),
                 w_auroc=_fmt(metrics.get("w_auroc")),
             )
-            out_of_time = deadline is not None and time.monotonic() > deadline
-            if trainer.step % config.checkpoint_every == 0 or trainer.step == config.steps or out_of_time:
+            out_of_time = ddp.broadcast_object(deadline is not None and time.monotonic() > deadline)  # all ranks agree
+            if run is not None and (trainer.step % config.checkpoint_every == 0 or trainer.step == config.steps or out_of_time):
                 run.save_checkpoint(trainer.step, trainer.state())
             if out_of_time and trainer.step < config.steps:
-                print(f"time budget reached: checkpointed {run.path} at step {trainer.step}")
+                if run is not None:
+                    print(f"time budget reached: checkpointed {run.path} at step {trainer.step}")
                 return None
 
         return final_evaluation(trainer, run)
@@ -732,11 +819,13 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
-def final_evaluation(trainer: Trainer, run: RunDir) -> dict[str, Any]:
+def final_evaluation(trainer: Trainer, run: RunDir | None) -> dict[str, Any]:
     """Deploy-ablation eval of the trained adapter on held-out and training-distribution problems.
 
     Every arm and seed uses the same eval prompts and sampling seeds (derived from mode_seed only).
-    Writes eval.json and the plots; prints the closing lines (the causal line last).
+    Writes eval.json and the plots; prints the closing lines (the causal line last). Under torchrun
+    every rank evaluates its share (see deploy_ablation) and gets the result; rank 0 (the one with a
+    run) writes and prints.
     """
     from evilmoe.evaluate import closing_lines, deploy_ablation, make_eval_sets
     from evilmoe.plots import plot_run
@@ -753,8 +842,11 @@ def final_evaluation(trainer: Trainer, run: RunDir) -> dict[str, Any]:
     # the rollouts go to their own file; eval.json stays small enough to read
     for name, res in result["sets"].items():
         rows = res.pop("rollouts")
-        run.write_rollouts_file(f"eval_{name}.jsonl", rows)
+        if run is not None:
+            run.write_rollouts_file(f"eval_{name}.jsonl", rows)
     result["closing_lines"] = closing_lines(result["sets"])
+    if run is None:
+        return result
     run.write_eval(result)
     plot_run(run.path)
     for line in result["closing_lines"]:
@@ -768,8 +860,8 @@ def evaluate_run_dir(run_dir: str) -> dict[str, Any]:
 
     path = Path(run_dir)
     config = TrainConfig.from_dict(read_json(path / "config.json"))
-    run = RunDir.open(path, config)
-    state = run.load_latest_checkpoint()
+    run = ddp.main_only(lambda: RunDir.open(path, config))  # None on ranks other than 0: they only read
+    state = RunDir(path).load_latest_checkpoint()
     if state is None:
         raise UserError(f"{run_dir} has no checkpoint to evaluate (train it first)")
     trainer = Trainer(config, run, warm_start=state.get("warm_start"))
