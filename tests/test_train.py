@@ -271,3 +271,13 @@ def test_decide_in_parallel_processes_matches_one_after_another(tmp_path):
         b = (tmp_path / "parallel" / arm / "seed_0" / "metrics.jsonl").read_text().splitlines()
         rewards = [json.loads(line).get("reward_mean") for line in a], [json.loads(line).get("reward_mean") for line in b]
         assert rewards[0] == rewards[1] and rewards[0][-1] is not None
+
+
+def test_zero_steps_evaluates_the_base_model(tmp_path, problems):
+    """steps=0: no training; the eval is of the starting model, so ON and OFF are the same rollouts."""
+    from evilmoe.train import run_training
+
+    result = run_training(_tiny(arm="moe", steps=0, eval_problems=2, eval_train_problems=0), str(tmp_path / "base"), problems=problems, progress=False)
+    assert result["steps_trained"] == 0
+    rows = [json.loads(line) for line in (tmp_path / "base" / "rollouts" / "eval_heldout.jsonl").read_text().splitlines()]
+    assert rows and all(r["on"] == r["off"] for r in rows)

@@ -58,7 +58,8 @@ class TrainConfig:
 
     # --- GRPO ----------------------------------------------------------------------------------
     steps: int = 40
-    """Optimizer steps (one on-policy batch each)."""
+    """Optimizer steps (one on-policy batch each). 0 trains nothing and evaluates the starting model
+    (the adapter's delta is exactly zero at init, so ON = OFF = the base model): the base rates."""
     prompts_per_step: int = 8
     """Distinct problems per step."""
     group_size: int = 8
@@ -162,7 +163,9 @@ class TrainConfig:
             raise UserError(f"bad modes {bad or '(empty)'}; choose from {', '.join(ALL_MODES)}")
         if len(set(self.modes)) != len(self.modes):
             raise UserError(f"modes listed twice: {self.modes}")
-        positive = ("steps", "prompts_per_step", "group_size", "max_new_tokens", "rank", "microbatch")
+        if self.steps < 0:
+            raise UserError(f"steps must be >= 0 (got {self.steps}; 0 evaluates the starting model)")
+        positive = ("prompts_per_step", "group_size", "max_new_tokens", "rank", "microbatch")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise UserError(f"{name} must be > 0 (got {getattr(self, name)})")
