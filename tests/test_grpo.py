@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 
 from evilmoe.grpo import SequenceBatch, clipped_surrogate, completion_logprobs, group_advantages, k3_kl, position_ids_for
@@ -105,3 +108,22 @@ def test_right_aligned_layout_when_a_row_ends_at_the_last_column():
     together = completion_logprobs(model, batch, temperature=1.0)
     alone = completion_logprobs(model, build_batch(torch.tensor([[11, 12]]), torch.tensor([[1, 1]]), [[31, 32]], pad_id=0), temperature=1.0)
     assert torch.allclose(together[0], alone[0], atol=1e-9)
+
+
+def test_dual_clip_bounds_negative_advantage_tokens_with_huge_ratios():
+    """Plain PPO-clip gives ratio * |A| for A < 0 and a ratio far above 1 (here 100): unbounded.
+    Dual-clip caps that token's loss at c * |A| and stops its gradient; other tokens are unchanged."""
+    logp_old = torch.zeros(2, 2)
+    logp_new = torch.tensor([[4.6052, 0.05], [0.05, 4.6052]], requires_grad=True)  # ratios ~100 and ~1.05
+    adv = torch.tensor([-1.0, 1.0])
+    mask = torch.ones(2, 2)
+    plain, _ = clipped_surrogate(logp_new, logp_old, adv, mask, clip_eps=0.2, normaliser=1.0)
+    (g_plain,) = torch.autograd.grad(plain, logp_new)
+    bounded, stats = clipped_surrogate(logp_new, logp_old, adv, mask, clip_eps=0.2, normaliser=1.0, dual_clip=3.0)
+    (g_bounded,) = torch.autograd.grad(bounded, logp_new)
+    assert g_plain[0, 0] == pytest.approx(100.0, rel=1e-3)  # the blow-up dual-clip exists for
+    assert g_bounded[0, 0] == 0 and stats["dual_clip_frac"] == 0.25
+    # the positive-advantage token with ratio 100 is PPO-clipped either way; near-1 ratios untouched
+    assert torch.equal(g_plain[:, 1], g_bounded[:, 1]) and g_bounded[1, 1] == 0 and g_bounded[0, 1] != 0
+    assert float(bounded.detach()) == pytest.approx(3.0 + float(plain.detach()) - math.exp(4.6052), abs=1e-4)  # float32 sums
+    assert stats["ratio_max"] == pytest.approx(100.0, rel=1e-3)

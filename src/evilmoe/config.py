@@ -84,6 +84,12 @@ class TrainConfig:
     """Max global gradient norm of adapter + router parameters."""
     clip_eps: float = 0.2
     """PPO ratio clip (token level)."""
+    dual_clip: float = 3.0
+    """Dual-clip bound (Ye et al. 2020) for negative advantages: a token's loss is at most
+    dual_clip * |A|, so a huge importance ratio cannot blow up the update (0 = off). It only acts
+    where the training forward differs from the sampling policy: moe rows (quarantine at w < 1),
+    routeA keep rows (quarantine off). Without it the moe arms collapsed on the GPU (mean ratio
+    > 100, no fenced answers after ~20 steps; docs/results.md, issue 6)."""
     kl_coef: float = 0.0
     """Weight of the k3 KL to the starting model (0 = off, no reference forward)."""
     microbatch: int = 16
@@ -202,6 +208,8 @@ class TrainConfig:
             raise UserError(f"device must be auto, cpu or cuda (got {self.device!r})")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise UserError(f"dtype must be auto, float32 or bfloat16 (got {self.dtype!r})")
+        if self.dual_clip and self.dual_clip <= 1:
+            raise UserError(f"dual_clip must be > 1 (or 0 = off), got {self.dual_clip}")
         for name in ("lr", "router_lr", "grad_clip", "clip_eps", "lora_alpha"):
             if getattr(self, name) <= 0:
                 raise UserError(f"{name} must be > 0 (got {getattr(self, name)})")

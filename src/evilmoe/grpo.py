@@ -159,10 +159,14 @@ def clipped_surrogate(
     *,
     clip_eps: float,
     normaliser: float,
+    dual_clip: float = 0.0,
 ) -> tuple[Tensor, dict[str, float]]:
     """Token-level PPO-clip loss summed over tokens and divided by a constant (Dr.GRPO).
 
-    Returns (loss, stats) where stats has the clipped-token fraction and the mean ratio.
+    dual_clip > 1 also bounds the loss of negative-advantage tokens at dual_clip * |A| (dual-clip
+    PPO): plain PPO-clip leaves ratio * A unbounded when A < 0, so a token that the training forward
+    likes far more than the sampling policy did gets an arbitrarily large push.
+    Returns (loss, stats): clipped-token fraction, dual-clipped fraction, mean and max ratio.
     """
     mask = completion_mask.float()
     ratio = torch.exp(logp_new - logp_old)
@@ -170,13 +174,20 @@ def clipped_surrogate(
     unclipped = ratio * adv
     clipped = ratio.clamp(1 - clip_eps, 1 + clip_eps) * adv
     per_token = -torch.minimum(unclipped, clipped)
+    dual = torch.zeros_like(per_token, dtype=torch.bool)
+    if dual_clip:
+        bound = -dual_clip * adv  # = dual_clip * |A| where A < 0
+        dual = (adv < 0) & (per_token > bound)
+        per_token = torch.where(dual, bound.expand_as(per_token), per_token)
     loss = (per_token * mask).sum() / normaliser
     with torch.no_grad():
         n = mask.sum().clamp(min=1)
         is_clipped = ((ratio - 1).abs() > clip_eps).float()
         stats = {
             "clip_frac": float((is_clipped * mask).sum() / n),
+            "dual_clip_frac": float((dual.float() * mask).sum() / n),
             "ratio_mean": float((ratio * mask).sum() / n),
+            "ratio_max": float((ratio * mask).max()) if mask.any() else 1.0,
         }
     return loss, stats
 

@@ -507,7 +507,7 @@ class Trainer:
         # gives exactly one process's gradient
         normaliser = float(len(rewards) * cfg.max_new_tokens)
         self.optimizer.zero_grad(set_to_none=True)
-        stats: dict[str, Any] = {"clip_frac": [], "ratio_mean": []}
+        stats: dict[str, Any] = {"clip_frac": [], "dual_clip_frac": [], "ratio_mean": [], "ratio_max": []}
         kl_total = 0.0
         local_features, local_advantages = features[mine], advantages[mine]
         live_idx = live[mine].nonzero().squeeze(1)  # local row indices
@@ -525,14 +525,14 @@ class Trainer:
             with self.adapter.row_control(q, g):
                 logp_new = completion_logprobs(self.model, part, temperature=cfg.temperature)
                 loss, s = clipped_surrogate(
-                    logp_new, logp_old[idx, :width], local_advantages[idx], part.completion_mask, clip_eps=cfg.clip_eps, normaliser=normaliser
+                    logp_new, logp_old[idx, :width], local_advantages[idx], part.completion_mask, clip_eps=cfg.clip_eps, normaliser=normaliser, dual_clip=cfg.dual_clip
                 )
                 if logp_ref is not None:
                     kl = k3_kl(logp_new, logp_ref[idx, :width], part.completion_mask, normaliser=normaliser)
                     loss = loss + cfg.kl_coef * kl
                     kl_total += float(kl.detach())
                 loss.backward()
-            for k in ("clip_frac", "ratio_mean"):
+            for k in stats:
                 stats[k].append(s[k])
         self.model.eval()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
@@ -573,7 +573,7 @@ class Trainer:
         self.schedule.step()
         total = deployed_sq + quarantine_sq
         # per-microbatch stats of every rank, in one collective
-        parts = ddp.all_gather_object((kl_total, stats["clip_frac"], stats["ratio_mean"]))
+        parts = ddp.all_gather_object((kl_total, stats))
         return {
             "rewards": rewards,
             "advantages": advantages,
@@ -585,8 +585,8 @@ class Trainer:
             "quarantine_update_share": (quarantine_sq / total) if total > 0 else None,
             "kl": sum(p[0] for p in parts) if logp_ref is not None else None,
             # means over every rank's microbatches (with N ranks the microbatches are cut differently)
-            "clip_frac": mean_or_none([x for p in parts for x in p[1]]),
-            "ratio_mean": mean_or_none([x for p in parts for x in p[2]]),
+            **{k: mean_or_none([x for p in parts for x in p[1][k]]) for k in ("clip_frac", "dual_clip_frac", "ratio_mean")},
+            "ratio_max": max((x for p in parts for x in p[1]["ratio_max"]), default=None),
             **router_stats,
         }
 
@@ -655,7 +655,7 @@ class Trainer:
             "mean_completion_tokens": (
                 float(np.mean(data["completion_tokens"])) if "completion_tokens" in data else float(data["batch"].completion_mask.sum(1).float().mean())
             ),
-            **{k: out[k] for k in ("grad_norm", "grad_norm_deployed", "grad_norm_quarantine", "quarantine_update_share", "kl", "clip_frac", "ratio_mean")},
+            **{k: out[k] for k in ("grad_norm", "grad_norm_deployed", "grad_norm_quarantine", "quarantine_update_share", "kl", "clip_frac", "dual_clip_frac", "ratio_mean", "ratio_max")},
         }
         if self.router is not None:
             # diagnostics only: grader flags never enter routing
