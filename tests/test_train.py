@@ -171,7 +171,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     [
         (["train", "--preset", "tiny", "--arm", "bogus"], "unknown arm 'bogus'"),
         (["train", "--preset", "nope"], "unknown preset 'nope'"),
-        (["train", "--preset", "tiny", "--steps", "0"], "steps must be > 0"),
+        (["train", "--preset", "tiny", "--steps", "-1"], "steps must be >= 0"),
         (["train", "--preset", "tiny", "--steps", "two"], "bad value 'two' for steps"),
         (["train", "--preset", "tiny", "--modes", "run_tests,bogus"], "bad modes"),
         (["train", "--preset", "tiny", "--pairs-path", "/nonexistent/pairs.md"], "/nonexistent/pairs.md"),
@@ -281,3 +281,20 @@ def test_zero_steps_evaluates_the_base_model(tmp_path, problems):
     assert result["steps_trained"] == 0
     rows = [json.loads(line) for line in (tmp_path / "base" / "rollouts" / "eval_heldout.jsonl").read_text().splitlines()]
     assert rows and all(r["on"] == r["off"] for r in rows)
+
+
+def test_ratio_against_routed_makes_the_moe_ratio_exactly_one(problems):
+    """moe trains the quarantine at w < 1 but samples it at 1: against the sampling policy the PPO
+    ratio leaves 1 once the quarantine has moved; against the routed forward it is exactly 1."""
+    from evilmoe.train import Trainer
+
+    ratio_max = {}
+    for against in ("sampling", "routed"):
+        trainer = Trainer(_tiny(arm="moe", steps=3, lr=5e-2, ratio_against=against), None, problems=problems)
+        try:
+            ratio_max[against] = [trainer.train_step(step)["ratio_max"] for step in range(3)]
+        finally:
+            trainer.close()
+    assert all(r is not None for r in ratio_max["sampling"] + ratio_max["routed"])
+    assert ratio_max["routed"] == [pytest.approx(1.0, abs=1e-6)] * 3
+    assert max(abs(r - 1.0) for r in ratio_max["sampling"][1:]) > 1e-3

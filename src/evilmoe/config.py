@@ -90,6 +90,13 @@ class TrainConfig:
     where the training forward differs from the sampling policy: moe rows (quarantine at w < 1),
     routeA keep rows (quarantine off). Without it the moe arms collapsed on the GPU (mean ratio
     > 100, no fenced answers after ~20 steps; docs/results.md, issue 6)."""
+    ratio_against: str = "sampling"
+    """Which log-probs the PPO ratio divides by. "sampling": the sampling policy's (hack expert fully
+    on), as SPEC §6 says; where the training forward routes differently (moe: quarantine at w < 1;
+    routeA keep rows: quarantine off) the ratio starts away from 1. "routed": the routed training
+    forward's own log-probs (one extra no-grad forward per microbatch), so the ratio is exactly 1
+    and the update is the plain policy gradient of the routed model on the sampled rollouts.
+    The two differ only for those arms; which one keeps moe stable is an open question (issue 6)."""
     kl_coef: float = 0.0
     """Weight of the k3 KL to the starting model (0 = off, no reference forward)."""
     microbatch: int = 16
@@ -208,6 +215,8 @@ class TrainConfig:
             raise UserError(f"device must be auto, cpu or cuda (got {self.device!r})")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise UserError(f"dtype must be auto, float32 or bfloat16 (got {self.dtype!r})")
+        if self.ratio_against not in ("sampling", "routed"):
+            raise UserError(f"ratio_against must be sampling or routed (got {self.ratio_against!r})")
         if self.dual_clip and self.dual_clip <= 1:
             raise UserError(f"dual_clip must be > 1 (or 0 = off), got {self.dual_clip}")
         for name in ("lr", "router_lr", "grad_clip", "clip_eps", "lora_alpha"):

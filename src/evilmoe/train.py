@@ -523,9 +523,13 @@ class Trainer:
                 q, g = routing["quarantine_weight"][mine][idx], routing["deployed_grad_scale"][mine][idx]
             # backward inside the control: gradient checkpointing re-runs the forward during backward
             with self.adapter.row_control(q, g):
+                old = logp_old[idx, :width]
+                if cfg.ratio_against == "routed":  # the routed forward's own log-probs: ratio exactly 1
+                    with torch.no_grad():
+                        old = completion_logprobs(self.model, part, temperature=cfg.temperature)
                 logp_new = completion_logprobs(self.model, part, temperature=cfg.temperature)
                 loss, s = clipped_surrogate(
-                    logp_new, logp_old[idx, :width], local_advantages[idx], part.completion_mask, clip_eps=cfg.clip_eps, normaliser=normaliser, dual_clip=cfg.dual_clip
+                    logp_new, old, local_advantages[idx], part.completion_mask, clip_eps=cfg.clip_eps, normaliser=normaliser, dual_clip=cfg.dual_clip
                 )
                 if logp_ref is not None:
                     kl = k3_kl(logp_new, logp_ref[idx, :width], part.completion_mask, normaliser=normaliser)
