@@ -298,3 +298,11 @@ def test_ratio_against_routed_makes_the_moe_ratio_exactly_one(problems):
     assert all(r is not None for r in ratio_max["sampling"] + ratio_max["routed"])
     assert ratio_max["routed"] == [pytest.approx(1.0, abs=1e-6)] * 3
     assert max(abs(r - 1.0) for r in ratio_max["sampling"][1:]) > 1e-3
+
+
+def test_parallel_runs_are_spread_round_robin_over_the_visible_gpus():
+    from evilmoe.decide import gpu_slots
+
+    assert gpu_slots(5, ["0", "1"]) == ["0", "1", "0", "1", "0"]
+    assert gpu_slots(3, ["2", "5", "7"]) == ["2", "5", "7"]
+    assert gpu_slots(2, []) == [None, None]  # no CUDA: the runs choose their device as usual
