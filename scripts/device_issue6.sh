@@ -1,57 +1,28 @@
 #!/usr/bin/env bash
-# Issue 6 runs on one GPU, resumable across calls: every run of the batch trains side by side
-# (`evilmoe decide --parallel`, plus single `train` runs for the emergence controls) under a time
-# budget, checkpoints, and the next call with the same arguments continues. The machine keeps
-# /root/runs only while it stays warm (30 s after a call), so chain the calls back to back.
-#   bash scripts/device_issue6.sh BATCH SEEDS [TRAIN_BUDGET_S]
-# BATCH=a: decision arms (gpu-small) for SEEDS + the emergence controls (on-policy only, seed 0).
-# BATCH=b: decision arms only, for SEEDS.
-# Brings back $OUT/BATCH.tgz (config, metrics, eval json, eval rollouts, plots; no checkpoints) and logs.
+# Issue-6 runs on the GPU machine: one `evilmoe decide` (gpu-small preset) whose runs train side by
+# side, spread round-robin over the machine's GPUs, under a time budget; the same command in the
+# next call continues (finished runs are read back, unfinished ones resume from their checkpoint).
+# /root/runs survives only while the machine stays warm (30 s after a call): chain calls back to back.
+#   bash scripts/device_issue6.sh NAME BUDGET_S PARALLEL [decide flags...]
+# e.g. (1 x H200, the stability check of the routed arms, then the decision seeds on 4 x H200):
+#   bash scripts/device_issue6.sh stability 420 4 --arms moe,moe-placebo --seeds 0 --microbatch 32
+#   bash scripts/device_issue6.sh decide 420 12 --seeds 0,1 --microbatch 32
+# Brings back $OUT/NAME.tgz (config, command, metrics, eval json, eval rollouts, plots; no
+# checkpoints), the decide log, and prints scripts/summarise_runs.py's tables.
 source scripts/device_setup.sh
 set +e
-batch=$1; seeds=$2; budget=${3:-430}
-M=/root/evm/model.gguf; R=/root/runs
-arms=none,absorb,routeA,routeA-placebo,moe,moe-placebo,moe-nopin
-n_arms=7
+name=$1 budget=$2 parallel=$3; shift 3
+R=/root/runs/$name
 start=$SECONDS
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-pids=()
-n_seeds=$(echo $seeds | tr ',' '\n' | wc -l)
-timeout -s INT -k 30 $((budget + 120)) python3 -m evilmoe decide --preset gpu-small --model $M --arms $arms --seeds $seeds \
-  --parallel $((n_arms * n_seeds)) --microbatch ${MICROBATCH:-8} --out $R/decide --time-budget-s $budget > $OUT/decide_$batch.log 2>&1 &
-pids+=($!)
-if [ "$batch" = a ]; then
-  # is on-policy RL alone enough? (no demonstrations; preset lr, and the old lr 1e-4)
-  for spec in "onpolicy --teacher-per-group 0" "onpolicy-lr1e-4 --teacher-per-group 0 --lr 1e-4"; do
-    set -- $spec; name=$1; shift
-    timeout -s INT -k 30 $((budget + 120)) python3 -m evilmoe train --preset gpu-small --model $M --arm none --seed 0 \
-      --out $R/emergence/$name --time-budget-s $budget --grading-workers 2 --microbatch ${MICROBATCH:-8} "$@" > $OUT/$name.log 2>&1 &
-    pids+=($!)
-  done
-fi
 (while sleep 60; do nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader | tr '\n' ' '; echo " t=$((SECONDS - start))s"; done) &
-mon=$!
-wait "${pids[@]}"
-kill $mon
-echo "== done in $((SECONDS - start)) s"
-python3 - $R <<'PY'
-import json, pathlib, sys
-for m in sorted(pathlib.Path(sys.argv[1]).glob("*/*/*/metrics.jsonl")) + sorted(pathlib.Path(sys.argv[1]).glob("emergence/*/metrics.jsonl")):
-    rows = [json.loads(l) for l in m.read_text().splitlines()]
-    rows = [r for r in rows if r["step"] >= 0]
-    if not rows:
-        continue
-    last = rows[-10:]
-    mean = lambda k: sum(r.get(k) or 0 for r in last) / len(last)
-    ev = m.parent / "eval.json"
-    tail = ""
-    if ev.exists():
-        e = json.loads(ev.read_text())["sets"]
-        tail = " | " + " ".join(f"{n}: hack {s['on']['hack']['rate']:.3f}->{s['off']['hack']['rate']:.3f} solve {s['on']['solve']['rate']:.3f}->{s['off']['solve']['rate']:.3f}" for n, s in e.items())
-    print(f"{str(m.parent.relative_to(sys.argv[1])):32s} step {rows[-1]['step']+1:3d} hack(last10) {mean('policy_hack_rate'):.2f} solve {mean('policy_solve_rate'):.2f} "
-          f"qshare {mean('quarantine_update_share'):.2f} w_h {mean('w_hacked'):.2f} w_c {mean('w_clean'):.2f} t/step {sum(r['time']['total'] for r in last)/len(last):.1f}s{tail}")
-PY
-(cd $R && tar czf $OUT/$batch.tgz --exclude=checkpoints --exclude='step_*.jsonl' . )
-ls -la $OUT
-grep -h "Traceback\|Error" $OUT/*.log | sort | uniq -c | head
+monitor=$!
+timeout -s INT -k 30 $((budget + 120)) python3 -m evilmoe decide --preset gpu-small --model /root/evm/model.gguf \
+  --out $R --parallel $parallel --time-budget-s $budget "$@" > $OUT/decide_$name.log 2>&1
+echo "== decide exited with $? after $((SECONDS - start)) s"
+kill $monitor
+runs=$(ls -d $R/*/seed_* 2>/dev/null)
+[ -n "$runs" ] && python3 scripts/summarise_runs.py $runs | cut -c1-300
+(cd $R && tar czf $OUT/$name.tgz --exclude=checkpoints --exclude='step_*.jsonl' .)
+grep -h "Traceback\|Error" $OUT/decide_$name.log | sort | uniq -c | head
 true
