@@ -94,7 +94,7 @@ def _train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     p.add_argument("--out", required=True, help="decision directory (one run directory per arm and seed inside)")
     p.add_argument("--time-budget-s", type=float, default=None, help="checkpoint and stop after this many seconds")
-    p.add_argument("--parallel", type=int, default=1, help="runs trained at once, one process each, sharing the device")
+    p.add_argument("--parallel", type=int, default=1, help="runs trained at once, one process each, spread round-robin over the visible GPUs")
     _add_config_fields(p, skip=("arm", "seed"))
 
 
