@@ -52,7 +52,7 @@ def run_decision(
 
     parallel > 1 runs that many (arm, seed) runs at once, each in its own process, spread
     round-robin over the visible GPUs: a 135M-parameter model leaves much of a GPU idle (kernel
-    launches and grading), so several runs can share one (measured: 7 runs on one H200 gave ~1.45x
+    launches and grading), so several runs can share one (measured: 9 runs on one H200 gave ~1.45x
     the throughput of one run at a time). Each gets cpu_count // parallel grading workers
     unless grading_workers is set. Results are identical to running them one after another.
 

@@ -626,11 +626,11 @@ class Trainer:
 
     # --- logging --------------------------------------------------------------------------------
     def _gather_step(self, step: int, data: dict[str, Any], grades: list) -> tuple[dict[str, Any], list]:
-        """The whole step's texts, sources, lengths and grades on every rank (metrics and rollouts
-        then read exactly as in one process); the identity in one process."""
-        if ddp.world() == 1:
-            return data, grades
+        """The whole step's texts, sources, completion lengths and grades on every rank (metrics and
+        rollouts then read exactly as in one process); in one process the step's own data."""
         lengths = data["batch"].completion_mask.sum(1).tolist()
+        if ddp.world() == 1:
+            return {**data, "completion_tokens": lengths}, grades
         parts = ddp.all_gather_object((data["texts"], data["sources"], lengths, grades))
         problems = self.step_problems(step)
         return {
@@ -656,9 +656,7 @@ class Trainer:
             "policy_format_rate": mean_or_none([float(grades[i].format_ok) for i in policy]),
             "live_groups": int(out["live"].sum()) // self.config.group_size,
             "rollout_sources": {s: data["sources"].count(s) for s in sorted(set(data["sources"]))},
-            "mean_completion_tokens": (
-                float(np.mean(data["completion_tokens"])) if "completion_tokens" in data else float(data["batch"].completion_mask.sum(1).float().mean())
-            ),
+            "mean_completion_tokens": float(np.mean(data["completion_tokens"])),
             **{k: out[k] for k in ("grad_norm", "grad_norm_deployed", "grad_norm_quarantine", "quarantine_update_share", "kl", "clip_frac", "dual_clip_frac", "ratio_mean", "ratio_max")},
         }
         if self.router is not None:
