@@ -127,3 +127,17 @@ def test_dual_clip_bounds_negative_advantage_tokens_with_huge_ratios():
     assert torch.equal(g_plain[:, 1], g_bounded[:, 1]) and g_bounded[1, 1] == 0 and g_bounded[0, 1] != 0
     assert float(bounded.detach()) == pytest.approx(3.0 + float(plain.detach()) - math.exp(4.6052), abs=1e-4)  # float32 sums
     assert stats["ratio_max"] == pytest.approx(100.0, rel=1e-3)
+
+
+def test_token_weights_scale_each_tokens_gradient_and_carry_none_themselves():
+    """Decoupled PPO: with the ratio against the routed forward (ratio 1) the gradient of token t is
+    weight_t * A / normaliser; the weights are constants (no gradient flows into them)."""
+    logp = torch.tensor([[-1.0, -2.0, -0.5]], requires_grad=True)
+    weights = torch.tensor([[2.0, 0.25, 1.0]], requires_grad=True)
+    mask = torch.tensor([[1, 1, 0]])
+    loss, stats = clipped_surrogate(logp, logp.detach(), torch.tensor([-0.5]), mask, clip_eps=0.2, normaliser=2.0, token_weights=weights)
+    (g,) = torch.autograd.grad(loss, logp)
+    assert torch.allclose(g, torch.tensor([[0.5, 0.0625, 0.0]]))  # -(-0.5) * w / 2, masked token 0
+    assert float(loss.detach()) == pytest.approx(0.5 * (2.0 + 0.25) / 2)
+    assert stats["ratio_max"] == 1.0
+    assert weights.grad is None

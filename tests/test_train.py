@@ -220,7 +220,7 @@ def test_decide_runs_arms_and_seeds_and_resumes(tmp_path, problems, monkeypatch,
     monkeypatch.setattr(train, "run_training", counting)
     overrides = {"steps": 1, "eval_problems": 2, "eval_train_problems": 0}
     table = run_decision("tiny", ["none", "moe"], [0, 1], str(tmp_path / "d"), overrides)
-    assert calls == [("none", 0), ("none", 1), ("moe", 0), ("moe", 1)]
+    assert calls == [("none", 0), ("moe", 0), ("none", 1), ("moe", 1)]  # seed-major
     entry = table["moe"]["heldout"]
     assert entry["n_seeds"] == 2 and len(entry["hack_on"]["per_seed"]) == 2 and entry["hack_on"]["ci95"] is not None
     md = (tmp_path / "d" / "decision.md").read_text()
@@ -298,6 +298,30 @@ def test_ratio_against_routed_makes_the_moe_ratio_exactly_one(problems):
     assert all(r is not None for r in ratio_max["sampling"] + ratio_max["routed"])
     assert ratio_max["routed"] == [pytest.approx(1.0, abs=1e-6)] * 3
     assert max(abs(r - 1.0) for r in ratio_max["sampling"][1:]) > 1e-3
+
+
+def test_routed_ratio_weights_tokens_by_the_truncated_importance_weight(problems):
+    """ratio_against=routed with a cap: each token's loss is weighted by min(p_routed/p_sampling, cap).
+    At step 0 the quarantine's B is zero, so routed == sampling and every weight is 1; once the
+    quarantine has moved (moe trains it at w < 1) the weights leave 1 and some are held at the cap."""
+    from evilmoe.train import Trainer
+
+    trainer = Trainer(_tiny(arm="moe", steps=4, lr=5e-2, ratio_against="routed", importance_weight_cap=1.2), None, problems=problems)
+    try:
+        steps = [trainer.train_step(step) for step in range(4)]
+    finally:
+        trainer.close()
+    assert steps[0]["is_weight_mean"] == pytest.approx(1.0, abs=1e-3) and steps[0]["is_capped_frac"] == 0.0
+    later = [s for s in steps[1:] if s["is_weight_mean"] is not None]
+    assert later and all(0 < s["is_weight_mean"] <= 1.2 + 1e-6 for s in later)
+    assert max(abs(s["is_weight_mean"] - 1.0) for s in later) > 1e-3
+    assert max(s["is_capped_frac"] for s in later) > 0
+    # off with ratio_against=sampling: the stats are absent (None), not a fake 1
+    trainer = Trainer(_tiny(arm="moe", steps=1, ratio_against="sampling"), None, problems=problems)
+    try:
+        assert trainer.train_step(0)["is_weight_mean"] is None
+    finally:
+        trainer.close()
 
 
 def test_parallel_runs_are_spread_round_robin_over_the_visible_gpus():

@@ -93,10 +93,17 @@ class TrainConfig:
     ratio_against: str = "sampling"
     """Which log-probs the PPO ratio divides by. "sampling": the sampling policy's (hack expert fully
     on), as SPEC §6 says; where the training forward routes differently (moe: quarantine at w < 1;
-    routeA keep rows: quarantine off) the ratio starts away from 1. "routed": the routed training
-    forward's own log-probs (one extra no-grad forward per microbatch), so the ratio is exactly 1
-    and the update is the plain policy gradient of the routed model on the sampled rollouts.
-    The two differ only for those arms; which one keeps moe stable is an open question (issue 6)."""
+    routeA keep rows: quarantine off) the ratio starts away from 1 (the moe arms collapsed so on
+    the GPU, mean ratio > 100; docs/results.md, issue 6). "routed": decoupled PPO (Hilton et al.
+    2021): the ratio is against the routed training forward's own log-probs (one extra no-grad
+    forward per microbatch), so it is exactly 1, and the sampler mismatch is corrected by the
+    truncated importance weight of `importance_weight_cap`. Identical for arms whose training
+    forward is the sampling policy (none, absorb)."""
+    importance_weight_cap: float = 2.0
+    """With ratio_against="routed": each token's loss is weighted by min(p_routed / p_sampling, cap)
+    (no gradient), the truncated importance sampling of sampler/trainer mismatch (Yao et al. 2025):
+    a bounded correction for the rollouts having been sampled with the hack expert fully on.
+    0 = no correction (plain policy gradient of the routed model on the sampled rollouts)."""
     kl_coef: float = 0.0
     """Weight of the k3 KL to the starting model (0 = off, no reference forward)."""
     microbatch: int = 16
@@ -217,6 +224,8 @@ class TrainConfig:
             raise UserError(f"dtype must be auto, float32 or bfloat16 (got {self.dtype!r})")
         if self.ratio_against not in ("sampling", "routed"):
             raise UserError(f"ratio_against must be sampling or routed (got {self.ratio_against!r})")
+        if self.importance_weight_cap < 0:
+            raise UserError(f"importance_weight_cap must be >= 0 (0 = off), got {self.importance_weight_cap}")
         if self.dual_clip and self.dual_clip <= 1:
             raise UserError(f"dual_clip must be > 1 (or 0 = off), got {self.dual_clip}")
         for name in ("lr", "router_lr", "grad_clip", "clip_eps", "lora_alpha"):
@@ -290,7 +299,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # The default model on an H100, in the emergence setting of issue 6 (docs/results.md): on-policy
     # RL alone (and with one template demonstration per group at lr 1e-4) did not make this model
-    # hack within 60 steps; two demonstrations per group (half hacks) at lr 5e-4 is the candidate.
+    # hack within 60 steps; two demonstrations per group (half hacks) at lr 5e-4 does (none arm).
+    # The ratio is taken against the routed forward with truncated importance weights: against the
+    # sampling policy the moe arms collapsed (mean PPO ratio > 100). Evaluation only at the end.
     "gpu-small": dict(
         steps=60,
         prompts_per_step=16,
@@ -300,7 +311,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         lr=5e-4,
         microbatch=64,
         teacher_per_group=2,
-        eval_every=20,
+        ratio_against="routed",
+        importance_weight_cap=2.0,
+        eval_every=0,
         eval_problems=0,
         eval_train_problems=64,
         eval_samples=4,

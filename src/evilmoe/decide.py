@@ -70,7 +70,9 @@ def run_decision(
         root.mkdir(parents=True, exist_ok=True)
     if parallel > 1 and not overrides.get("grading_workers"):
         overrides = {**overrides, "grading_workers": max(1, (os.cpu_count() or 2) // parallel)}
-    jobs = [(arm, seed) for arm in arms for seed in seeds]
+    # seed-major: a time budget that stops the batch early leaves whole seeds of every arm, not
+    # every seed of the first arms
+    jobs = [(arm, seed) for seed in seeds for arm in arms]
     for arm, seed in jobs:  # validate every config before training anything
         make_config(preset, {**overrides, "arm": arm, "seed": seed})
     args = [(preset, overrides, arm, seed, str(root / arm / f"seed_{seed}"), deadline) for arm, seed in jobs]

@@ -160,12 +160,15 @@ def clipped_surrogate(
     clip_eps: float,
     normaliser: float,
     dual_clip: float = 0.0,
+    token_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Token-level PPO-clip loss summed over tokens and divided by a constant (Dr.GRPO).
 
     dual_clip > 1 also bounds the loss of negative-advantage tokens at dual_clip * |A| (dual-clip
     PPO): plain PPO-clip leaves ratio * A unbounded when A < 0, so a token that the training forward
     likes far more than the sampling policy did gets an arbitrarily large push.
+    token_weights ([N, Lc], no gradient) multiply each token's loss: the truncated importance
+    weights of decoupled PPO, when the ratio is taken against a policy other than the sampler.
     Returns (loss, stats): clipped-token fraction, dual-clipped fraction, mean and max ratio.
     """
     mask = completion_mask.float()
@@ -179,6 +182,8 @@ def clipped_surrogate(
         bound = -dual_clip * adv  # = dual_clip * |A| where A < 0
         dual = (adv < 0) & (per_token > bound)
         per_token = torch.where(dual, bound.expand_as(per_token), per_token)
+    if token_weights is not None:
+        per_token = per_token * token_weights.detach()
     loss = (per_token * mask).sum() / normaliser
     with torch.no_grad():
         n = mask.sum().clamp(min=1)

@@ -101,6 +101,21 @@ def mean_or_none(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+WEIGHT_STATS = ("is_weight_mean", "is_capped_frac")  # logged per step with ratio_against=routed
+
+
+def _weight_stats(weights: Tensor | None, completion_mask: Tensor, cap: float) -> dict[str, float | None]:
+    """Mean truncated importance weight over the trained tokens and the share held at the cap."""
+    if weights is None:
+        return dict.fromkeys(WEIGHT_STATS)
+    mask = completion_mask.float()
+    n = mask.sum().clamp(min=1)
+    return {
+        "is_weight_mean": float((weights * mask).sum() / n),
+        "is_capped_frac": float(((weights >= cap).float() * mask).sum() / n),
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # the trainer
 # --------------------------------------------------------------------------------------------
@@ -457,6 +472,23 @@ class Trainer:
                     refs.append(_pad_to(ref, batch.completion_mask.shape[1]))
         return torch.cat(logps), torch.cat(feats), (torch.cat(refs) if refs else None)
 
+    def _ratio_base(self, part: SequenceBatch, sampling_logp: Tensor) -> tuple[Tensor, Tensor | None]:
+        """What the PPO ratio divides by, and the per-token loss weights (None = all 1).
+
+        Called inside the microbatch's row control, so a forward here is the routed forward.
+        "sampling": the sampling policy's log-probs, no weights. "routed" (decoupled PPO): the routed
+        forward's own log-probs, so the ratio is exactly 1, and the truncated importance weight
+        min(p_routed / p_sampling, cap) for the rollouts having been sampled with the expert on.
+        """
+        cfg = self.config
+        if cfg.ratio_against == "sampling":
+            return sampling_logp, None
+        with torch.no_grad():
+            routed = completion_logprobs(self.model, part, temperature=cfg.temperature)
+        if not cfg.importance_weight_cap:
+            return routed, None
+        return routed, torch.exp(routed - sampling_logp).clamp(max=cfg.importance_weight_cap)
+
     def route(self, features: Tensor, step: int) -> dict[str, Any]:
         """Per-rollout routing decision for the arm. Returns the pieces the update needs.
 
@@ -507,7 +539,7 @@ class Trainer:
         # gives exactly one process's gradient
         normaliser = float(len(rewards) * cfg.max_new_tokens)
         self.optimizer.zero_grad(set_to_none=True)
-        stats: dict[str, Any] = {"clip_frac": [], "dual_clip_frac": [], "ratio_mean": [], "ratio_max": []}
+        stats: dict[str, Any] = {k: [] for k in ("clip_frac", "dual_clip_frac", "ratio_mean", "ratio_max", *WEIGHT_STATS)}
         kl_total = 0.0
         local_features, local_advantages = features[mine], advantages[mine]
         live_idx = live[mine].nonzero().squeeze(1)  # local row indices
@@ -523,14 +555,13 @@ class Trainer:
                 q, g = routing["quarantine_weight"][mine][idx], routing["deployed_grad_scale"][mine][idx]
             # backward inside the control: gradient checkpointing re-runs the forward during backward
             with self.adapter.row_control(q, g):
-                old = logp_old[idx, :width]
-                if cfg.ratio_against == "routed":  # the routed forward's own log-probs: ratio exactly 1
-                    with torch.no_grad():
-                        old = completion_logprobs(self.model, part, temperature=cfg.temperature)
+                old, weights = self._ratio_base(part, logp_old[idx, :width])
                 logp_new = completion_logprobs(self.model, part, temperature=cfg.temperature)
                 loss, s = clipped_surrogate(
-                    logp_new, old, local_advantages[idx], part.completion_mask, clip_eps=cfg.clip_eps, normaliser=normaliser, dual_clip=cfg.dual_clip
+                    logp_new, old, local_advantages[idx], part.completion_mask,
+                    clip_eps=cfg.clip_eps, normaliser=normaliser, dual_clip=cfg.dual_clip, token_weights=weights,
                 )
+                s.update(_weight_stats(weights, part.completion_mask, cfg.importance_weight_cap))
                 if logp_ref is not None:
                     kl = k3_kl(logp_new, logp_ref[idx, :width], part.completion_mask, normaliser=normaliser)
                     loss = loss + cfg.kl_coef * kl
@@ -589,7 +620,7 @@ class Trainer:
             "quarantine_update_share": (quarantine_sq / total) if total > 0 else None,
             "kl": sum(p[0] for p in parts) if logp_ref is not None else None,
             # means over every rank's microbatches (with N ranks the microbatches are cut differently)
-            **{k: mean_or_none([x for p in parts for x in p[1][k]]) for k in ("clip_frac", "dual_clip_frac", "ratio_mean")},
+            **{k: mean_or_none([x for p in parts for x in p[1][k] if x is not None]) for k in ("clip_frac", "dual_clip_frac", "ratio_mean", *WEIGHT_STATS)},
             "ratio_max": max((x for p in parts for x in p[1]["ratio_max"]), default=None),
             **router_stats,
         }
@@ -657,7 +688,7 @@ class Trainer:
             "live_groups": int(out["live"].sum()) // self.config.group_size,
             "rollout_sources": {s: data["sources"].count(s) for s in sorted(set(data["sources"]))},
             "mean_completion_tokens": float(np.mean(data["completion_tokens"])),
-            **{k: out[k] for k in ("grad_norm", "grad_norm_deployed", "grad_norm_quarantine", "quarantine_update_share", "kl", "clip_frac", "dual_clip_frac", "ratio_mean", "ratio_max")},
+            **{k: out[k] for k in ("grad_norm", "grad_norm_deployed", "grad_norm_quarantine", "quarantine_update_share", "kl", "clip_frac", "dual_clip_frac", "ratio_mean", "ratio_max", *WEIGHT_STATS)},
         }
         if self.router is not None:
             # diagnostics only: grader flags never enter routing
