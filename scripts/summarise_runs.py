@@ -40,7 +40,7 @@ def eval_table(runs: list[Path]) -> None:
 
 def dynamics_table(runs: list[Path], window: int = 10) -> None:
     keys = ("policy_hack_rate", "policy_format_rate", "mean_completion_tokens", "ratio_mean", "clip_frac", "is_weight_mean",
-            "quarantine_update_share", "w_hacked", "w_clean", "w_auroc", "pin_acc")
+            "quarantine_update_share", "w_hacked", "w_clean", "w_live_hacked", "w_live_clean", "w_auroc", "pin_acc")
     print("| run | steps | " + " | ".join(keys) + " |")
     print("|---|---|" + "---|" * len(keys))
     for run in runs:

@@ -48,6 +48,12 @@ def test_every_arm_trains_and_evaluates(arm, tmp_path, problems, capsys):
     last = steps[-1]
     if arm.startswith("moe"):
         assert last["pin_acc"] is not None and last["w_clean"] is not None
+        # the live-row diagnostics are the policy's own rollouts only (teacher demos excluded)
+        rows = [json.loads(line) for line in (run / "rollouts" / "step_000001.jsonl").read_text().splitlines()]
+        live_clean = [r["w"] for r in rows if r["source"] == "policy" and not r["grade"]["hacked"]]
+        assert last["w_live_clean"] == pytest.approx(sum(live_clean) / len(live_clean))
+        live_hacked = [r["w"] for r in rows if r["source"] == "policy" and r["grade"]["hacked"]]
+        assert last["w_live_hacked"] == (pytest.approx(sum(live_hacked) / len(live_hacked)) if live_hacked else None)
     if arm.startswith("routeA"):
         assert abs(last["zone_keep"] + last["zone_absorb"] + last["zone_route"] - 1) < 1e-9
     if arm == "absorb":

@@ -58,7 +58,7 @@ def _training_curves(metrics: list[dict], run: Path, path: Path) -> Path:
     axes[1].set_title("reward and update split")
     axes[1].set_xlabel("step")
     axes[1].legend(fontsize=7)
-    for key, label in (("w_hacked", "w on hacked"), ("w_clean", "w on clean"), ("w_auroc", "AUROC of w"), ("pin_acc", "pin accuracy"), ("zone_route", "routeA route share"), ("score_auroc", "AUROC of routeA score")):
+    for key, label in (("w_hacked", "w on hacked"), ("w_clean", "w on clean"), ("w_live_hacked", "w on live hacks"), ("w_live_clean", "w on live clean"), ("w_auroc", "AUROC of w"), ("pin_acc", "pin accuracy"), ("zone_route", "routeA route share"), ("score_auroc", "AUROC of routeA score")):
         xs, ys = _series(metrics, key)
         if xs:
             axes[2].plot(xs, ys, label=label)

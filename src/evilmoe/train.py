@@ -695,6 +695,10 @@ class Trainer:
             m["w_hacked"] = mean_or_none([w[i] for i in range(len(w)) if hacked[i]])
             m["w_clean"] = mean_or_none([w[i] for i in range(len(w)) if not hacked[i]])
             m["w_auroc"] = diagnostic_auroc(w, hacked)
+            # the same on the policy's own (live) rollouts only: teacher demos are half hacks by
+            # construction, so the all-rows numbers mostly say where the demos went
+            m["w_live_hacked"] = mean_or_none([w[i] for i in policy if hacked[i]])
+            m["w_live_clean"] = mean_or_none([w[i] for i in policy if not hacked[i]])
             m["pin_loss"], m["pin_acc"] = out["pin_loss"], out["pin_acc"]
             m["router_scale"] = float(self.router.scale.detach())
             m["router_bias"] = float(self.router.bias.detach())
