@@ -1,0 +1,103 @@
+"""Figures and the router-dynamics table of a decision batch, for docs/results.md.
+
+    python scripts/decision_figures.py docs/results/session3/issue6/decide docs/results/session3/issue6
+
+Writes OUT/decision_hack_on_off.png (held-out deploy hack ON and OFF per arm, one dot per finished
+seed) and OUT/router_dynamics.png (moe arms: w on hacked vs clean rollouts, pin accuracy and the
+quarantine's share of the update, seed means per step), and prints the router-dynamics table per
+10-step window. Runs logged before w_live_* existed mix teacher demos into w_hacked; for them the
+table gives a lower bound on the mean w of the policy's own hacks:
+    w_live >= w_hacked - (n_demo_hacks / n_live_hacks) * (1 - w_hacked)
+(every w is at most 1; n_demo_hacks is bounded by the step's template-hack demo count).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from evilmoe.config import ARMS
+
+MOE_ARMS = ("moe", "moe-placebo", "moe-nopin")
+
+
+def load_metrics(run: Path) -> list[dict]:
+    return [m for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if m["step"] >= 0]
+
+
+def live_hack_w_lower_bound(m: dict) -> float | None:
+    n_live = round((m.get("policy_hack_rate") or 0) * m["rollout_sources"].get("policy", 0))
+    if not n_live or m.get("w_hacked") is None:
+        return None
+    n_demo = m["rollout_sources"].get("template-hack", 0)
+    return max(0.0, m["w_hacked"] - n_demo / n_live * (1 - m["w_hacked"]))  # w >= 0 anyway
+
+
+def hack_on_off_figure(root: Path, out: Path) -> None:
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    arms = [a for a in ARMS if (root / a).is_dir()]
+    for i, arm in enumerate(arms):
+        for side, dx, color in (("on", -0.15, "tab:red"), ("off", 0.15, "tab:blue")):
+            rates = [json.loads(p.read_text())["sets"]["heldout"][side]["hack"]["rate"] for p in sorted((root / arm).glob("seed_*/eval.json"))]
+            ax.scatter([i + dx] * len(rates), rates, color=color, s=18, label=f"hack expert {side.upper()}" if i == 0 else None)
+            if rates:
+                ax.hlines(np.mean(rates), i + dx - 0.1, i + dx + 0.1, color=color)
+    ax.set_xticks(range(len(arms)), [f"{a}\n({len(list((root / a).glob('seed_*/eval.json')))} seeds)" for a in arms], fontsize=8)
+    ax.set_ylabel("held-out deploy hack rate")
+    ax.set_title("Deleting the hack expert: held-out hack rate ON vs OFF (dots = seeds, bars = means)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
+def router_figure(root: Path, out: Path) -> None:
+    keys = (("w_hacked", "w on hacked rollouts"), ("w_clean", "w on clean rollouts"), ("pin_acc", "pin accuracy"), ("quarantine_update_share", "quarantine update share"))
+    fig, axes = plt.subplots(1, len(MOE_ARMS), figsize=(12, 3.4), sharey=True)
+    for ax, arm in zip(axes, MOE_ARMS):
+        runs = [load_metrics(p.parent) for p in sorted((root / arm).glob("seed_*/metrics.jsonl"))]
+        for key, label in keys:
+            steps = max(len(r) for r in runs)
+            mean = [np.mean([r[s][key] for r in runs if s < len(r) and r[s].get(key) is not None] or [np.nan]) for s in range(steps)]
+            ax.plot(range(steps), mean, label=label)
+        ax.set_title(f"{arm} ({len(runs)} seeds, mean)")
+        ax.set_xlabel("step")
+        ax.set_ylim(0, 1.02)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
+def dynamics_table(root: Path, window: int = 10) -> None:
+    print("| arm | steps | seeds | live hack rate | w hacked | w clean | w live hacks (>=) | pin acc | quarantine share |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for arm in MOE_ARMS:
+        runs = [load_metrics(p.parent) for p in sorted((root / arm).glob("seed_*/metrics.jsonl"))]
+        for start in range(0, max(len(r) for r in runs), window):
+            part = [m for r in runs for m in r[start : start + window]]
+
+            def mean(values: list) -> str:
+                values = [v for v in values if v is not None]
+                return f"{np.mean(values):.2f}" if values else "-"
+
+            print(
+                f"| {arm} | {start}-{start + window - 1} | {sum(len(r) > start for r in runs)} | {mean([m['policy_hack_rate'] for m in part])} "
+                f"| {mean([m['w_hacked'] for m in part])} | {mean([m['w_clean'] for m in part])} "
+                f"| {mean([m.get('w_live_hacked') or live_hack_w_lower_bound(m) for m in part])} "
+                f"| {mean([m['pin_acc'] for m in part])} | {mean([m['quarantine_update_share'] for m in part])} |"
+            )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        raise SystemExit(__doc__)
+    root, out = Path(sys.argv[1]), Path(sys.argv[2])
+    hack_on_off_figure(root, out / "decision_hack_on_off.png")
+    router_figure(root, out / "router_dynamics.png")
+    dynamics_table(root)

@@ -1,0 +1,45 @@
+"""The decision table (evilmoe decide's decision.md) from whatever runs under ROOT have finished.
+
+    python scripts/decision_table.py docs/results/session3/issue6/decide
+
+`evilmoe decide` writes decision.md only once every arm x seed is done; this renders the same table
+from the finished runs (ROOT/ARM/seed_N/eval.json) and lists the unfinished ones, so a batch cut
+short by its time budget can still be read. Arms keep the order of evilmoe.config.ARMS.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from evilmoe.config import ARMS
+from evilmoe.decide import comparison_table, render_markdown
+
+
+def main(root: Path) -> None:
+    runs = sorted(root.glob("*/seed_*/metrics.jsonl"))
+    if not runs:
+        raise SystemExit(f"no run directories under {root} (expected ARM/seed_N/metrics.jsonl)")
+    results: dict[str, dict[int, dict]] = {}
+    unfinished = []
+    for metrics in runs:
+        run = metrics.parent
+        arm, seed = run.parent.name, int(run.name.removeprefix("seed_"))
+        if (run / "eval.json").exists():
+            results.setdefault(arm, {})[seed] = json.loads((run / "eval.json").read_text())
+        else:
+            last = json.loads(metrics.read_text().splitlines()[-1])["step"]
+            unfinished.append(f"{arm} seed {seed} (trained to step {last + 1})")
+    order = {arm: i for i, arm in enumerate(ARMS)}
+    results = dict(sorted(results.items(), key=lambda kv: order.get(kv[0], len(order))))
+    seeds = sorted({s for by_seed in results.values() for s in by_seed})
+    print(render_markdown(comparison_table(results), f"of the runs under {root}", seeds))
+    if unfinished:
+        print("Unfinished (not in the table): " + "; ".join(unfinished))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit(__doc__)
+    main(Path(sys.argv[1]))
