@@ -322,12 +322,14 @@ def test_routed_ratio_weights_tokens_by_the_truncated_importance_weight(problems
     assert later and all(0 < s["is_weight_mean"] <= 1.2 + 1e-6 for s in later)
     assert max(abs(s["is_weight_mean"] - 1.0) for s in later) > 1e-3
     assert max(s["is_capped_frac"] for s in later) > 0
-    # off with ratio_against=sampling: the stats are absent (None), not a fake 1
-    trainer = Trainer(_tiny(arm="moe", steps=1, ratio_against="sampling"), None, problems=problems)
-    try:
-        assert trainer.train_step(0)["is_weight_mean"] is None
-    finally:
-        trainer.close()
+    # no weights with ratio_against=sampling, nor for arms that train the forward they sampled with
+    # (none, absorb: no extra forward): the stats are absent (None), not a fake 1
+    for overrides in ({"arm": "moe", "ratio_against": "sampling"}, {"arm": "none"}, {"arm": "absorb"}):
+        trainer = Trainer(_tiny(steps=1, **overrides), None, problems=problems)
+        try:
+            assert trainer.train_step(0)["is_weight_mean"] is None, overrides
+        finally:
+            trainer.close()
 
 
 def test_parallel_runs_are_spread_round_robin_over_the_visible_gpus():

@@ -87,18 +87,18 @@ class TrainConfig:
     dual_clip: float = 3.0
     """Dual-clip bound (Ye et al. 2020) for negative advantages: a token's loss is at most
     dual_clip * |A|, so a huge importance ratio cannot blow up the update (0 = off). It only acts
-    where the training forward differs from the sampling policy: moe rows (quarantine at w < 1),
-    routeA keep rows (quarantine off). Without it the moe arms collapsed on the GPU (mean ratio
-    > 100, no fenced answers after ~20 steps; docs/results.md, issue 6)."""
-    ratio_against: str = "sampling"
-    """Which log-probs the PPO ratio divides by. "sampling": the sampling policy's (hack expert fully
-    on), as SPEC §6 says; where the training forward routes differently (moe: quarantine at w < 1;
-    routeA keep rows: quarantine off) the ratio starts away from 1 (the moe arms collapsed so on
-    the GPU, mean ratio > 100; docs/results.md, issue 6). "routed": decoupled PPO (Hilton et al.
-    2021): the ratio is against the routed training forward's own log-probs (one extra no-grad
-    forward per microbatch), so it is exactly 1, and the sampler mismatch is corrected by the
-    truncated importance weight of `importance_weight_cap`. Identical for arms whose training
-    forward is the sampling policy (none, absorb)."""
+    with ratio_against="sampling" where the training forward differs from the sampling policy (moe
+    rows, routeA keep rows); there it bounds the update but did not stop the moe collapse on the GPU
+    (docs/results.md, issue 6). With "routed" the ratio is exactly 1 and it never acts."""
+    ratio_against: str = "routed"
+    """Which log-probs the PPO ratio divides by. "routed" (decoupled PPO, Hilton et al. 2021): the
+    routed training forward's own (one extra no-grad forward per microbatch), so the ratio is exactly
+    1, and the sampler mismatch is corrected by the truncated importance weight of
+    `importance_weight_cap`. "sampling": the sampling policy's (hack expert fully on), as SPEC §6
+    says; where the training forward routes differently (moe: quarantine at w < 1; routeA keep rows:
+    quarantine off) the ratio starts away from 1, and the moe arms collapsed so on the GPU (mean ratio
+    > 100, also with dual-clip; docs/results.md, issue 6). The two are the same for none and absorb,
+    whose training forward is the sampling forward (no extra forward is run for them)."""
     importance_weight_cap: float = 2.0
     """With ratio_against="routed": each token's loss is weighted by min(p_routed / p_sampling, cap)
     (no gradient), the truncated importance sampling of sampler/trainer mismatch (Yao et al. 2025):
@@ -300,8 +300,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The default model on an H100, in the emergence setting of issue 6 (docs/results.md): on-policy
     # RL alone (and with one template demonstration per group at lr 1e-4) did not make this model
     # hack within 60 steps; two demonstrations per group (half hacks) at lr 5e-4 does (none arm).
-    # The ratio is taken against the routed forward with truncated importance weights: against the
-    # sampling policy the moe arms collapsed (mean PPO ratio > 100). Evaluation only at the end.
+    # Evaluation only at the end (the decision reads the final one).
     "gpu-small": dict(
         steps=60,
         prompts_per_step=16,
@@ -311,8 +310,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         lr=5e-4,
         microbatch=64,
         teacher_per_group=2,
-        ratio_against="routed",
-        importance_weight_cap=2.0,
         eval_every=0,
         eval_problems=0,
         eval_train_problems=64,

@@ -481,7 +481,9 @@ class Trainer:
         min(p_routed / p_sampling, cap) for the rollouts having been sampled with the expert on.
         """
         cfg = self.config
-        if cfg.ratio_against == "sampling":
+        # none (quarantine untrained, so zero) and absorb (quarantine always on) train the very
+        # forward they sampled with: the routed log-probs would be the sampling ones, the weights 1
+        if cfg.ratio_against == "sampling" or cfg.arm in ("none", "absorb"):
             return sampling_logp, None
         with torch.no_grad():
             routed = completion_logprobs(self.model, part, temperature=cfg.temperature)
