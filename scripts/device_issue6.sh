@@ -6,10 +6,10 @@
 #   bash scripts/device_issue6.sh NAME BUDGET_S PARALLEL [decide flags...]
 # e.g. session 3's decision batch on 4 x H200 (three calls of the same command):
 #   bash scripts/device_issue6.sh decide 430 12 --seeds 0,1,2 --microbatch 32
-# Finishing a batch on a fresh machine: copy the finished run dirs in first (decide reads a run with
-# an eval.json back instead of training it), drop the cut-off ones (no checkpoint came back), e.g.
+# Finishing a batch on a fresh machine: copy the run dirs in first; decide reads a run with an
+# eval.json back instead of training it, and a cut-off run whose checkpoint did not come back trains
+# again from step 0 (its old metrics rows dropped), e.g.
 #   mkdir -p /root/runs && cp -r docs/results/session3/issue6/decide /root/runs/decide &&
-#   rm -rf /root/runs/decide/{moe,moe-nopin}/seed_2 /root/runs/decide/moe-placebo/seed_{1,2} &&
 #   bash scripts/device_issue6.sh decide 430 4 --seeds 0,1,2 --microbatch 32
 # Brings back $OUT/NAME.tgz (config, command, metrics, eval json, eval rollouts, plots; no
 # checkpoints), the decide log, and prints scripts/summarise_runs.py's tables.

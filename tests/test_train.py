@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -100,6 +101,16 @@ def test_resume_after_crash_matches_uninterrupted(tmp_path, problems, monkeypatc
         (tmp_path / "crashed" / "eval.json").read_text()
     )["sets"]
     assert (tmp_path / "crashed" / "command.txt").read_text().count("\n") == 2  # both starts recorded
+
+    # the checkpoints lost with the machine (only the logs came back): the run trains again from
+    # step 0, and the metrics hold each step once, as in the uninterrupted run
+    monkeypatch.setattr(Trainer, "train_step", crash_at_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(config, str(tmp_path / "lost"), problems=problems, progress=False)
+    monkeypatch.setattr(Trainer, "train_step", original)
+    shutil.rmtree(tmp_path / "lost" / "checkpoints")
+    run_training(config, str(tmp_path / "lost"), problems=problems, progress=False)
+    assert _strip_times(read("lost")) == _strip_times(read("straight"))
 
 
 def _blocks_changed(trainer: Trainer, init: dict) -> tuple[bool, bool]:

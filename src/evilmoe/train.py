@@ -810,6 +810,9 @@ def run_training(
                 run.truncate_metrics(before_step=trainer.step)
                 print(f"resumed {run.path} at step {trainer.step}" + (f" on {ddp.world()} ranks" if ddp.world() > 1 else ""))
         elif trainer.step == 0 and run is not None:
+            if run.read_metrics():  # a run cut off before (or without) a checkpoint that survived
+                print(f"{run.path} has logged steps but no checkpoint: training again from step 0 (old rows dropped)")
+                run.truncate_metrics(before_step=-1)
             run.append_metrics(
                 {
                     "step": -1,
