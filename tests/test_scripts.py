@@ -1,0 +1,46 @@
+"""The analysis scripts behind docs/results.md, on the committed session-3 run dirs (no training)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DECIDE = ROOT / "docs" / "results" / "session3" / "issue6" / "decide"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_live_hack_w_bound_never_exceeds_the_true_mean():
+    """w_hacked mixes demo hacks (here at w = 0.99) with the policy's own; the bound must stay below
+    the live hacks' true mean however the demos were routed."""
+    figures = _load("decision_figures")
+    live = [0.9, 0.95, 0.7, 1.0, 0.85, 0.92, 0.88, 0.97]
+    for demo in ([0.99] * 3, [0.2, 0.5, 1.0], [0.0] * 3):
+        hacked = live + demo
+        row = {"w_hacked": sum(hacked) / len(hacked), "policy_hack_rate": len(live) / 32,
+               "rollout_sources": {"policy": 32, "template-hack": len(demo), "template-clean": 5}}
+        bound = figures.live_hack_w_lower_bound(row)
+        assert 0.0 <= bound <= sum(live) / len(live) + 1e-12, (demo, bound)
+    # demos all at w = 1: the bound is exact
+    hacked = live + [1.0, 1.0]
+    row = {"w_hacked": sum(hacked) / len(hacked), "policy_hack_rate": 0.25, "rollout_sources": {"policy": 32, "template-hack": 2}}
+    assert figures.live_hack_w_lower_bound(row) == pytest.approx(sum(live) / len(live))
+    assert figures.live_hack_w_lower_bound({**row, "policy_hack_rate": 0.0}) is None  # no live hacks
+
+
+def test_decision_table_from_a_cut_off_batch():
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "decision_table.py"), str(DECIDE)], capture_output=True, text=True, check=True).stdout
+    assert "| none | 3 | 0.086 [0.053, 0.119] | 0.086 [0.053, 0.119] |" in out
+    assert "| moe | 2 |" in out and "| moe-placebo | 1 |" in out
+    assert "Unfinished (not in the table): moe seed 2 (trained to step 52)" in out
+    assert out.index("| none |") < out.index("| absorb |") < out.index("| moe-nopin |")  # ARMS order
