@@ -334,7 +334,7 @@ def test_routed_ratio_weights_tokens_by_the_truncated_importance_weight(problems
     assert max(abs(s["is_weight_mean"] - 1.0) for s in later) > 1e-3
     assert max(s["is_capped_frac"] for s in later) > 0
     # no weights with ratio_against=sampling, nor for arms that train the forward they sampled with
-    # (none, absorb: no extra forward): the stats are absent (None), not a fake 1
+    # (none, absorb: they keep the sampling log-probs): the stats are absent (None), not a fake 1
     for overrides in ({"arm": "moe", "ratio_against": "sampling"}, {"arm": "none"}, {"arm": "absorb"}):
         trainer = Trainer(_tiny(steps=1, **overrides), None, problems=problems)
         try:

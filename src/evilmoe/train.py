@@ -472,21 +472,21 @@ class Trainer:
                     refs.append(_pad_to(ref, batch.completion_mask.shape[1]))
         return torch.cat(logps), torch.cat(feats), (torch.cat(refs) if refs else None)
 
-    def _ratio_base(self, part: SequenceBatch, sampling_logp: Tensor) -> tuple[Tensor, Tensor | None]:
+    def _ratio_base(self, logp_new: Tensor, sampling_logp: Tensor) -> tuple[Tensor, Tensor | None]:
         """What the PPO ratio divides by, and the per-token loss weights (None = all 1).
 
-        Called inside the microbatch's row control, so a forward here is the routed forward.
-        "sampling": the sampling policy's log-probs, no weights. "routed" (decoupled PPO): the routed
-        forward's own log-probs, so the ratio is exactly 1, and the truncated importance weight
-        min(p_routed / p_sampling, cap) for the rollouts having been sampled with the expert on.
+        logp_new comes from the routed training forward. "sampling": the sampling policy's log-probs,
+        no weights. "routed" (decoupled PPO): the routed forward's own log-probs (logp_new without
+        its gradient: one update per batch, so the proximal policy is the current one), the ratio is
+        exactly 1, and the truncated importance weight min(p_routed / p_sampling, cap) corrects for
+        the rollouts having been sampled with the expert fully on.
         """
         cfg = self.config
         # none (quarantine untrained, so zero) and absorb (quarantine always on) train the very
-        # forward they sampled with: the routed log-probs would be the sampling ones, the weights 1
+        # forward they sampled with: the routed log-probs are the sampling ones, the weights 1
         if cfg.ratio_against == "sampling" or cfg.arm in ("none", "absorb"):
             return sampling_logp, None
-        with torch.no_grad():
-            routed = completion_logprobs(self.model, part, temperature=cfg.temperature)
+        routed = logp_new.detach()
         if not cfg.importance_weight_cap:
             return routed, None
         return routed, torch.exp(routed - sampling_logp).clamp(max=cfg.importance_weight_cap)
@@ -557,8 +557,8 @@ class Trainer:
                 q, g = routing["quarantine_weight"][mine][idx], routing["deployed_grad_scale"][mine][idx]
             # backward inside the control: gradient checkpointing re-runs the forward during backward
             with self.adapter.row_control(q, g):
-                old, weights = self._ratio_base(part, logp_old[idx, :width])
                 logp_new = completion_logprobs(self.model, part, temperature=cfg.temperature)
+                old, weights = self._ratio_base(logp_new, logp_old[idx, :width])
                 loss, s = clipped_surrogate(
                     logp_new, old, local_advantages[idx], part.completion_mask,
                     clip_eps=cfg.clip_eps, normaliser=normaliser, dual_clip=cfg.dual_clip, token_weights=weights,
