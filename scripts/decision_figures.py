@@ -29,6 +29,11 @@ from evilmoe.config import ARMS
 MOE_ARMS = ("moe", "moe-placebo", "moe-nopin")
 
 
+def moe_arms(root: Path) -> list[str]:
+    """The routed moe arms that this batch ran."""
+    return [a for a in MOE_ARMS if (root / a).is_dir()]
+
+
 def load_metrics(run: Path) -> list[dict]:
     return [m for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if m["step"] >= 0]
 
@@ -76,8 +81,9 @@ def hack_on_off_figure(root: Path, out: Path) -> None:
 
 def router_figure(root: Path, out: Path) -> None:
     keys = (("w_hacked", "w on hacked rollouts"), ("w_clean", "w on clean rollouts"), ("pin_acc", "pin accuracy"), ("quarantine_update_share", "quarantine update share"))
-    fig, axes = plt.subplots(1, len(MOE_ARMS), figsize=(12, 3.4), sharey=True)
-    for ax, arm in zip(axes, MOE_ARMS):
+    arms = moe_arms(root)
+    fig, axes = plt.subplots(1, len(arms), figsize=(4 * len(arms), 3.4), sharey=True, squeeze=False)
+    for ax, arm in zip(axes[0], arms):
         runs = arm_metrics(root, arm)
         for key, label in keys:
             steps = max(len(r) for r in runs)
@@ -86,15 +92,15 @@ def router_figure(root: Path, out: Path) -> None:
         ax.set_title(f"{arm} ({len(runs)} seeds, mean)")
         ax.set_xlabel("step")
         ax.set_ylim(0, 1.02)
-    axes[0].legend(fontsize=7)
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
 
 
 def dynamics_table(root: Path, window: int = 10) -> None:
-    print("| arm | steps | seeds | live hack rate | w hacked | w clean | w live hacks (>=) | pin acc | quarantine share |")
+    print("| arm | steps | seeds | live hack rate | w hacked | w clean | w live hacks (>= where not logged) | pin acc | quarantine share |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for arm in MOE_ARMS:
+    for arm in moe_arms(root):
         runs = arm_metrics(root, arm)
         for start in range(0, max(len(r) for r in runs), window):
             part = [m for r in runs for m in r[start : start + window]]
@@ -135,6 +141,7 @@ if __name__ == "__main__":
     if len(sys.argv) != 3:
         raise SystemExit(__doc__)
     root, out = Path(sys.argv[1]), Path(sys.argv[2])
+    out.mkdir(parents=True, exist_ok=True)
     hack_on_off_figure(root, out / "decision_hack_on_off.png")
     router_figure(root, out / "router_dynamics.png")
     dynamics_table(root)

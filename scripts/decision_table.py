@@ -15,6 +15,23 @@ from pathlib import Path
 
 from evilmoe.config import ARMS
 from evilmoe.decide import comparison_table, render_markdown
+from evilmoe.evaluate import wilson
+
+
+def pooled_table(results: dict[str, dict[int, dict]], set_name: str = "heldout") -> str:
+    """Held-out hack counts summed over seeds, with Wilson intervals. Where every seed scores 0 the
+    t-interval over seeds is [0, 0]; the pooled count still says how small the rate can be."""
+    lines = [f"Pooled over seeds ({set_name}; Wilson 95%): hack k/n ON -> OFF", "",
+             "| arm | hack ON | hack OFF |", "|---|---|---|"]
+    for arm, by_seed in results.items():
+        cells = []
+        for side in ("on", "off"):
+            k = sum(r["sets"][set_name][side]["hack"]["k"] for r in by_seed.values())
+            n = sum(r["sets"][set_name][side]["hack"]["n"] for r in by_seed.values())
+            low, high = wilson(k, n)
+            cells.append(f"{k}/{n} = {k / n:.3f} [{low:.3f}, {high:.3f}]")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main(root: Path) -> None:
@@ -35,6 +52,7 @@ def main(root: Path) -> None:
     results = dict(sorted(results.items(), key=lambda kv: order.get(kv[0], len(order))))
     seeds = sorted({s for by_seed in results.values() for s in by_seed})
     print(render_markdown(comparison_table(results), f"of the runs under {root}", seeds))
+    print(pooled_table(results))
     if unfinished:
         print("Unfinished (not in the table): " + "; ".join(unfinished))
 

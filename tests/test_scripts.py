@@ -1,8 +1,9 @@
-"""The analysis scripts behind docs/results.md, on the committed session-3 run dirs (no training)."""
+"""The analysis scripts behind docs/results.md, on the committed issue-6 run dirs (session 3, finished in session 4) (no training)."""
 
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,9 +39,31 @@ def test_live_hack_w_bound_never_exceeds_the_true_mean():
     assert figures.live_hack_w_lower_bound({**row, "policy_hack_rate": 0.0}) is None  # no live hacks
 
 
-def test_decision_table_from_a_cut_off_batch():
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "decision_table.py"), str(DECIDE)], capture_output=True, text=True, check=True).stdout
+def _decision_table(root: Path) -> str:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "decision_table.py"), str(root)], capture_output=True, text=True, check=True).stdout
+
+
+def test_decision_table_of_the_complete_batch_matches_decide():
+    """The script's table has the same rows as the one `evilmoe decide` wrote on the GPU machine."""
+    out = _decision_table(DECIDE)
+    assert "Unfinished" not in out
+    rows = [line for line in (DECIDE / "decision.md").read_text().splitlines() if line.startswith("| ") or "causal ablation" in line]
+    assert len(rows) == 2 * 8 + 7  # two sets x (header + 7 arms) + 7 causal lines
+    for line in rows:
+        assert line in out, line
+    assert out.index("| none |") < out.index("| absorb |") < out.index("| moe-nopin |")  # ARMS order
+    # pooled counts: 3 seeds x 105 problems x 4 samples; moe's OFF is 0 on every seed
+    assert "| moe | 110/1260 = 0.087 [0.073, 0.104] | 0/1260 = 0.000 [0.000, 0.003] |" in out
+
+
+def test_decision_table_from_a_cut_off_batch(tmp_path: Path):
+    """Runs without an eval.json (cut off with the machine) are left out and listed with their last step."""
+    batch = tmp_path / "decide"
+    shutil.copytree(DECIDE, batch, ignore=shutil.ignore_patterns("rollouts", "plots"))
+    (batch / "moe" / "seed_2" / "eval.json").unlink()
+    (batch / "moe-placebo" / "seed_0" / "eval.json").unlink()
+    (batch / "moe-placebo" / "seed_1" / "eval.json").unlink()
+    out = _decision_table(batch)
     assert "| none | 3 | 0.086 [0.053, 0.119] | 0.086 [0.053, 0.119] |" in out
     assert "| moe | 2 |" in out and "| moe-placebo | 1 |" in out
-    assert "Unfinished (not in the table): moe seed 2 (trained to step 52)" in out
-    assert out.index("| none |") < out.index("| absorb |") < out.index("| moe-nopin |")  # ARMS order
+    assert "Unfinished (not in the table): moe seed 2 (trained to step 60)" in out
