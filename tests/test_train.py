@@ -252,7 +252,7 @@ def test_decide_runs_arms_and_seeds_and_resumes(tmp_path, problems, monkeypatch,
     assert seed_interval([0.1, 0.3])["ci95"] == [0.0, 1.0]
     assert seed_interval([-0.1, 0.1], bounds=(-1.0, 1.0))["ci95"] == [-1.0, 1.0]
     narrow = seed_interval([0.40, 0.42, 0.44])  # well inside [0, 1]: untouched
-    assert narrow["ci95"][0] == pytest.approx(0.42 - 3.182 * 0.02 / 3**0.5)
+    assert narrow["ci95"] == pytest.approx([0.42 - 4.303 * 0.02 / 3**0.5, 0.42 + 4.303 * 0.02 / 3**0.5])  # df = 2
 
 
 def test_gradient_checkpointing_gives_the_same_update(problems):
