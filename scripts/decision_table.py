@@ -20,7 +20,9 @@ from evilmoe.evaluate import wilson
 
 def pooled_table(results: dict[str, dict[int, dict]], set_name: str = "heldout") -> str:
     """Held-out hack counts summed over seeds, with Wilson intervals. Where every seed scores 0 the
-    t-interval over seeds is [0, 0]; the pooled count still says how small the rate can be."""
+    t-interval over seeds is [0, 0]; the pooled count still says how small the rate can be. It treats
+    all samples as independent (no seed-to-seed or per-problem clustering), so where the rate is not 0
+    its interval is narrower than an honest one: read the seed t-interval there."""
     lines = [f"Pooled over seeds ({set_name}; Wilson 95%): hack k/n ON -> OFF", "",
              "| arm | hack ON | hack OFF |", "|---|---|---|"]
     for arm, by_seed in results.items():

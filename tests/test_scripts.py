@@ -1,4 +1,4 @@
-"""The analysis scripts behind docs/results.md, on the committed issue-6 run dirs (session 3, finished in session 4) (no training)."""
+"""The analysis scripts behind docs/results.md, on the committed issue-6 run dirs (no training)."""
 
 from __future__ import annotations
 

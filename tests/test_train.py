@@ -249,9 +249,9 @@ def test_decide_runs_arms_and_seeds_and_resumes(tmp_path, problems, monkeypatch,
     s = seed_interval([0.1, 0.3])
     assert s["mean"] == pytest.approx(0.2) and s["ci95"][0] < 0.1 and s["ci95"][1] > 0.3
     # t-interval 0.2 +- 12.706 * 0.1414 / sqrt(2) = 0.2 +- 1.27: cut to what a rate / a difference can be
-    assert seed_interval([0.1, 0.3])["ci95"] == [0.0, 1.0]
+    assert seed_interval([0.1, 0.3], bounds=(0.0, 1.0))["ci95"] == [0.0, 1.0]
     assert seed_interval([-0.1, 0.1], bounds=(-1.0, 1.0))["ci95"] == [-1.0, 1.0]
-    narrow = seed_interval([0.40, 0.42, 0.44])  # well inside [0, 1]: untouched
+    narrow = seed_interval([0.40, 0.42, 0.44], bounds=(0.0, 1.0))  # well inside [0, 1]: untouched
     assert narrow["ci95"] == pytest.approx([0.42 - 4.303 * 0.02 / 3**0.5, 0.42 + 4.303 * 0.02 / 3**0.5])  # df = 2
 
 

@@ -28,15 +28,16 @@ from evilmoe.runs import atomic_write_json, atomic_write_text
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
-def seed_interval(values: list[float], bounds: tuple[float, float] = (0.0, 1.0)) -> dict[str, Any]:
-    """Mean over seeds with a 95% t-interval (None with fewer than 2 seeds), cut to `bounds`: a rate
-    lies in [0, 1] and an ON-OFF difference in [-1, 1], so the t-interval's part outside is impossible
-    (with 2-3 seeds it often reaches below 0)."""
+def seed_interval(values: list[float], bounds: tuple[float, float] | None = None) -> dict[str, Any]:
+    """Mean over seeds with a 95% t-interval (None with fewer than 2 seeds), cut to `bounds` if given:
+    a rate lies in [0, 1] and an ON-OFF difference in [-1, 1], so the part of the t-interval outside is
+    impossible (with 2-3 seeds it often reaches below 0)."""
     arr = np.array(values, dtype=float)
     out: dict[str, Any] = {"mean": float(arr.mean()) if len(arr) else None, "per_seed": [float(v) for v in arr], "ci95": None}
     if len(arr) >= 2:
         half = T95.get(len(arr) - 1, 1.96) * arr.std(ddof=1) / math.sqrt(len(arr))
-        out["ci95"] = [float(max(bounds[0], arr.mean() - half)), float(min(bounds[1], arr.mean() + half))]
+        low, high = bounds or (-math.inf, math.inf)
+        out["ci95"] = [float(max(low, arr.mean() - half)), float(min(high, arr.mean() + half))]
     return out
 
 
@@ -153,8 +154,8 @@ def comparison_table(results: dict[str, dict[int, dict[str, Any]]]) -> dict[str,
             for metric in ("hack", "solve"):
                 on = [r["on"][metric]["rate"] for r in rows]
                 off = [r["off"][metric]["rate"] for r in rows]
-                entry[f"{metric}_on"] = seed_interval(on)
-                entry[f"{metric}_off"] = seed_interval(off)
+                entry[f"{metric}_on"] = seed_interval(on, bounds=(0.0, 1.0))
+                entry[f"{metric}_off"] = seed_interval(off, bounds=(0.0, 1.0))
                 entry[f"{metric}_drop"] = seed_interval([a - b for a, b in zip(on, off)], bounds=(-1.0, 1.0))
             entry["n_seeds"] = len(rows)
             entry["n_problems"] = rows[0]["n_problems"]
