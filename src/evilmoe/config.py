@@ -93,10 +93,11 @@ class TrainConfig:
     ratio_against: str = "routed"
     """Which log-probs the PPO ratio divides by. "routed" (decoupled PPO, Hilton et al. 2021): the
     routed training forward's own (detached; no extra forward), so the ratio is exactly 1, and the
-    sampler mismatch is corrected by the truncated importance weight of `importance_weight_cap`. "sampling": the sampling policy's (hack expert fully on), as SPEC §6
-    says; where the training forward routes differently (moe: quarantine at w < 1; routeA keep rows:
-    quarantine off) the ratio starts away from 1, and the moe arms collapsed so on the GPU (mean ratio
-    > 100, also with dual-clip; docs/results.md, issue 6). The two are the same for none and absorb,
+    sampler mismatch is corrected by the truncated importance weight of `importance_weight_cap`.
+    "sampling": the sampling policy's (hack expert fully on), as SPEC §6 says; where the training
+    forward routes differently (moe: quarantine at w < 1; routeA keep rows: quarantine off) the ratio
+    starts away from 1, and the moe arms collapsed so on the GPU (mean ratio > 100, also with
+    dual-clip; docs/results.md, issue 6). The two are the same for none and absorb,
     whose training forward is the sampling forward (they keep the sampling log-probs, no weights)."""
     importance_weight_cap: float = 2.0
     """With ratio_against="routed": each token's loss is weighted by min(p_routed / p_sampling, cap)
