@@ -16,6 +16,7 @@ from pathlib import Path
 from evilmoe.config import ARMS
 from evilmoe.decide import comparison_table, render_markdown
 from evilmoe.evaluate import wilson
+from evilmoe.runs import RunDir
 
 
 def pooled_table(results: dict[str, dict[int, dict]], set_name: str = "heldout") -> str:
@@ -48,7 +49,7 @@ def main(root: Path) -> None:
         if (run / "eval.json").exists():
             results.setdefault(arm, {})[seed] = json.loads((run / "eval.json").read_text())
         else:
-            last = json.loads(metrics.read_text().splitlines()[-1])["step"]
+            last = RunDir(run).read_metrics()[-1]["step"]
             unfinished.append(f"{arm} seed {seed} (trained to step {last + 1})")
     order = {arm: i for i, arm in enumerate(ARMS)}
     results = dict(sorted(results.items(), key=lambda kv: order.get(kv[0], len(order))))

@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from evilmoe.runs import RunDir
+
 
 def cell(r: dict) -> str:
     lo, hi = r["ci95"]
@@ -44,7 +46,7 @@ def dynamics_table(runs: list[Path], window: int = 10) -> None:
     print("| run | steps | " + " | ".join(keys) + " |")
     print("|---|---|" + "---|" * len(keys))
     for run in runs:
-        rows = [m for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if m["step"] >= 0]
+        rows = [m for m in RunDir(run).read_metrics() if m["step"] >= 0]
         for start in range(0, len(rows), window):
             part = rows[start : start + window]
             means = []
