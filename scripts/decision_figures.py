@@ -4,10 +4,11 @@
 
 Writes OUT/decision_hack_on_off.png (held-out deploy hack ON and OFF per arm, one dot per finished
 seed) and OUT/router_dynamics.png (moe arms: w on hacked vs clean rollouts, pin accuracy and the
-quarantine's share of the update, seed means per step), and prints three tables: the router dynamics
-per 10-step window, what else deletion changed per run (held-out attempted hack, format, solve ON ->
-OFF), and the step times. Runs logged before w_live_* existed mix teacher demos into w_hacked; for them the
-table gives a lower bound on the mean w of the policy's own hacks:
+quarantine's share of the update, seed means per step), and prints four tables: the router dynamics
+per 10-step window, measured live-hack w beside its bound for the runs that logged it, what else
+deletion changed per run (held-out attempted hack, format, solve ON -> OFF), and the step times.
+Runs logged before w_live_* existed mix teacher demos into w_hacked; for them the table gives a
+lower bound on the mean w of the policy's own hacks:
     w_live >= w_hacked - (n_demo_hacks / n_live_hacks) * (1 - w_hacked)
 (every w is at most 1; n_demo_hacks is bounded by the step's template-hack demo count).
 """
@@ -25,6 +26,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from evilmoe.config import ARMS
+from evilmoe.runs import RunDir
 
 MOE_ARMS = ("moe", "moe-placebo", "moe-nopin")
 
@@ -35,7 +37,7 @@ def moe_arms(root: Path) -> list[str]:
 
 
 def load_metrics(run: Path) -> list[dict]:
-    return [m for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if m["step"] >= 0]
+    return [m for m in RunDir(run).read_metrics() if m["step"] >= 0]  # step -1: the run's start record
 
 
 def arm_metrics(root: Path, arm: str) -> list[list[dict]]:
@@ -117,6 +119,22 @@ def dynamics_table(root: Path, window: int = 10) -> None:
             )
 
 
+def live_w_check_table(root: Path, first: int = 50, last: int = 59) -> None:
+    """For the runs that logged w_live_*: measured mean w of live hacks beside the lower bound the
+    older runs have to use, and w of the policy's own clean rollouts, over steps first..last."""
+    print("| run | steps | w live hacks (measured) | lower bound | w live clean |")
+    print("|---|---|---|---|---|")
+    for arm in moe_arms(root):
+        for path in sorted((root / arm).glob("seed_*/metrics.jsonl")):
+            part = [m for m in load_metrics(path.parent) if first <= m["step"] <= last]
+            measured = [m["w_live_hacked"] for m in part if m.get("w_live_hacked") is not None]
+            if not measured:
+                continue
+            bound = [b for b in map(live_hack_w_lower_bound, part) if b is not None]
+            clean = [m["w_live_clean"] for m in part if m.get("w_live_clean") is not None]
+            print(f"| {arm}/{path.parent.name} | {first}-{last} | {np.mean(measured):.3f} | {np.mean(bound):.3f} | {np.mean(clean):.3f} |")
+
+
 def deletion_detail_table(root: Path) -> None:
     print("| arm | seeds | attempted hack ON -> OFF | format ON -> OFF | solve ON -> OFF |")
     print("|---|---|---|---|---|")
@@ -145,6 +163,8 @@ if __name__ == "__main__":
     hack_on_off_figure(root, out / "decision_hack_on_off.png")
     router_figure(root, out / "router_dynamics.png")
     dynamics_table(root)
+    print()
+    live_w_check_table(root)
     print()
     deletion_detail_table(root)
     print()

@@ -67,3 +67,23 @@ def test_decision_table_from_a_cut_off_batch(tmp_path: Path):
     assert "| none | 3 | 0.086 [0.053, 0.119] | 0.086 [0.053, 0.119] |" in out
     assert "| moe | 2 |" in out and "| moe-placebo | 1 |" in out
     assert "Unfinished (not in the table): moe seed 2 (trained to step 60)" in out
+
+
+def test_live_w_bound_stays_below_the_measured_w_on_the_runs_that_logged_both(capsys):
+    figures = _load("decision_figures")
+    figures.live_w_check_table(DECIDE)
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()[2:]]
+    assert {r[0].lstrip("| ") for r in rows} == {"moe/seed_2", "moe-placebo/seed_1", "moe-placebo/seed_2", "moe-nopin/seed_2"}
+    for row in rows:
+        measured, bound = float(row[2]), float(row[3])
+        assert 0.0 <= bound <= measured <= 1.0, row
+
+
+def test_step_metrics_prints_the_chosen_steps_nested_keys_and_medians():
+    run = DECIDE / "routeA" / "seed_0"
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "step_metrics.py"), str(run), "--steps", "29-31",
+                          "--keys", "zone_route,time.total"], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == "| step | zone_route | time.total |"
+    assert [line.split(" | ")[0] for line in out[2:]] == ["| 29", "| 30", "| 31", "| median"]
+    assert out[3].startswith("| 30 | 0.555 | ")  # zone_route at step 30, from metrics.jsonl
+    assert out[-1].startswith("| median | 0.555 | ")  # median of 0.445, 0.555, 0.594
