@@ -9,7 +9,7 @@
 # Finishing a batch on a fresh machine: copy the run dirs in first; decide reads a run with an
 # eval.json back instead of training it, and a cut-off run whose checkpoint did not come back trains
 # again from step 0 (its old metrics rows dropped), e.g.
-#   mkdir -p /root/runs && cp -r docs/results/session3/issue6/decide /root/runs/decide &&
+#   mkdir -p /root/runs && cp -r docs/results/decision-60-steps/decide /root/runs/decide &&
 #   bash scripts/device_issue6.sh decide 430 4 --seeds 0,1,2 --microbatch 32
 # Brings back $OUT/NAME.tgz (config, command, metrics, eval json, eval rollouts, plots; no
 # checkpoints), the decide log, and prints scripts/summarise_runs.py's tables.
