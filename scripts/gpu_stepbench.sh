@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GRPO step benchmarks in one GPU call, < 9.5 minutes in all: our trainer's step against TRL's
-# GRPOTrainer on the same workload, and the Qwen3-4B memory check (docs/results.md#the-grpo-step-against-trl-and-the-qwen3-4b-memory-check).
+# GRPOTrainer on the same workload, and the Qwen3-4B memory check
+# (docs/results.md#the-grpo-step-against-trl-and-the-qwen3-4b-memory-check).
 #   bash scripts/gpu_stepbench.sh      (carry .whl: trl, datasets, dill, multiprocess, gguf wheels;
 #                                       on a fresh machine also .device/m1 + .device/m2, see gpu_setup.sh)
 # Parts, in order:
