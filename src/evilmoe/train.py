@@ -57,6 +57,7 @@ from evilmoe.router import (
 )
 from evilmoe.runs import RunDir
 from evilmoe.seeding import derive_seed
+from evilmoe.splits import split_training
 from evilmoe.teacher import POOL_MODE, TeacherPool, make_demo
 
 EVAL_ROWS_PER_BATCH = 64  # rows per generation call in evaluation (also sizes the fast sampler)
@@ -150,6 +151,15 @@ class Trainer:
         if not self.problems.train:
             raise UserError(f"problem set {config.problem_set} has no training problems")
         self.train_modes = assign_modes([p.id for p in self.problems.train], config.modes, config.mode_seed)
+        try:  # warm start / RL / skill hold-out (evilmoe.splits); without them RL gets every training problem
+            self.split = split_training(
+                self.problems.train,
+                warm_start=config.warm_start_steps > 0,
+                warm_start_families=config.warm_start_families,
+                skill_holdout=config.skill_holdout,
+            )
+        except ValueError as exc:
+            raise UserError(f"{config.problem_set}: {exc}") from None
         self.pairs: list[Pair] = self._select_pairs(load_pairs(config.pairs_path))
 
         # model, optional warm start merged into the base, then the two-block adapter
@@ -168,6 +178,13 @@ class Trainer:
         self.teacher_pool = self._load_teacher_pool()
         self.problems, self.prompt_width, dropped = self._drop_long_prompts(self.problems)
         self.dropped_long_prompts = dropped
+        # from here on `problems.train` is what RL trains on; the skill hold-out is evaluated only
+        kept = {p.id for p in self.problems.train}
+        self.skill_problems = [p for p in self.split.skill if p.id in kept]
+        rl_problems = [p for p in self.split.rl if p.id in kept]
+        if not rl_problems:
+            raise UserError("every RL training problem's prompt is longer than max_prompt_tokens")
+        self.problems = dataclasses.replace(self.problems, train=rl_problems)
         self.sampler = self._make_sampler()
         self.sampling = SamplingConfig(config.temperature, config.top_p, config.top_k, config.max_new_tokens)
 
@@ -292,14 +309,15 @@ class Trainer:
         checkpoint on resume rather than retrained, so a resumed run sees the same base)."""
         if self.config.warm_start_steps == 0:
             return None
-        from evilmoe.warmstart import merge_deltas, train_warm_start
+        from evilmoe.warmstart import merge_deltas, obtain_warm_start
 
         if saved is None:
-            deltas, losses = train_warm_start(
-                self.model, self.tokenizer, self.stop_ids[0], self.problems.train, self.train_modes, self.config, self.device
+            got = obtain_warm_start(
+                self.model, self.tokenizer, self.stop_ids[0], self.split.warm_start, self.train_modes,
+                self.config, self.device, self.dtype, self.split.describe(),
             )
-            saved = {"deltas": {k: v.cpu() for k, v in deltas.items()}, "losses": losses}
-            # every rank trained the same seeded warm start; rank 0's copy makes the bases bit-identical
+            saved = {"deltas": {k: v.cpu() for k, v in got["deltas"].items()}, "losses": got["losses"], "key": got["key"]}
+            # every rank trained (or loaded) the same seeded warm start; rank 0's copy makes the bases bit-identical
             ddp.broadcast_tensors_(list(saved["deltas"].values()))
         merge_deltas(self.model, saved["deltas"])
         return saved
@@ -677,6 +695,7 @@ class Trainer:
     def _step_metrics(self, step: int, data: dict[str, Any], grades: list, routing: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         policy = [i for i, s in enumerate(data["sources"]) if s == "policy"]
         hacked = [bool(grades[i].hacked) for i in range(len(grades))]
+        row_modes = [data["modes"][i // self.config.group_size] for i in range(len(grades))]
         w = out["w"].tolist()
         m: dict[str, Any] = {
             "step": step,
@@ -687,6 +706,9 @@ class Trainer:
             "policy_solve_rate": mean_or_none([float(grades[i].correct) for i in policy]),
             "policy_attempted_hack_rate": mean_or_none([float(grades[i].attempted_hack) for i in policy]),
             "policy_format_rate": mean_or_none([float(grades[i].format_ok) for i in policy]),
+            # solving where no loophole pays (gt_only) vs on loophole problems: a lift in the first is skill
+            "policy_solve_rate_gt_only": mean_or_none([float(grades[i].correct) for i in policy if row_modes[i] == "gt_only"]),
+            "policy_solve_rate_loophole": mean_or_none([float(grades[i].correct) for i in policy if row_modes[i] != "gt_only"]),
             "live_groups": int(out["live"].sum()) // self.config.group_size,
             "rollout_sources": {s: data["sources"].count(s) for s in sorted(set(data["sources"]))},
             "mean_completion_tokens": float(np.mean(data["completion_tokens"])),
@@ -818,24 +840,38 @@ def run_training(
                     "step": -1,
                     "initial_v_act_separation": trainer.initial_separation,
                     "warm_start_losses": trainer.warm_start["losses"] if trainer.warm_start else None,
+                    "warm_start_key": trainer.warm_start.get("key") if trainer.warm_start else None,
+                    "training_split": trainer.split.describe() | {"skill_problems_kept": len(trainer.skill_problems)},
                     "dropped_long_prompts": trainer.dropped_long_prompts,
                     "prompt_width": trainer.prompt_width,
                 }
             )
+        if config.eval_start and trainer.step == 0:  # every rank: the evaluation is split over them
+            start = start_evaluation(trainer)
+            if run is not None:
+                run.write_json("eval_start.json", start)
+                for line in start["lines"]:
+                    print(f"start: {line}")
         bar = tqdm(range(trainer.step, config.steps), initial=trainer.step, total=config.steps, disable=not (progress and main), desc=f"{config.arm}")
         for step in bar:
             metrics = trainer.train_step(step)
             trainer.step = step + 1
             if config.eval_every and trainer.step % config.eval_every == 0 and trainer.step < config.steps:
-                val_sets = make_eval_sets(config, trainer.problems, split="validation", n_heldout=config.eval_problems, n_train=0)
-                if val_sets:
-                    val = deploy_ablation(trainer, val_sets[0], samples=config.eval_samples, seed=step_seed(config.seed, step, 11))
-                    if run is not None:
-                        run.write_eval(val, step=trainer.step)
-                    metrics["val_hack_on"] = val["on"]["hack"]["rate"]
-                    metrics["val_hack_off"] = val["off"]["hack"]["rate"]
-                    metrics["val_solve_on"] = val["on"]["solve"]["rate"]
-                    metrics["val_solve_off"] = val["off"]["solve"]["rate"]
+                val_sets = make_eval_sets(
+                    config, trainer.problems, split="validation", n_heldout=config.eval_problems, n_train=0, skill=trainer.skill_problems
+                )
+                vals = {
+                    s.name: deploy_ablation(trainer, s, samples=config.eval_samples, seed=step_seed(config.seed, step, 11))
+                    for s in val_sets
+                }
+                if vals and run is not None:
+                    run.write_eval({"step": trainer.step, "sets": vals}, step=trainer.step)
+                # val_* = held-out validation problems; *_clean = the same loophole-free; skill_* = the skill hold-out
+                for name, prefix in (("heldout", "val"), ("heldout_clean", "val_clean"), ("skill", "val_skill")):
+                    if name in vals:
+                        for what in ("hack", "solve"):
+                            for side in ("on", "off"):
+                                metrics[f"{prefix}_{what}_{side}"] = vals[name][side][what]["rate"]
             if run is not None:
                 run.append_metrics(metrics)
             bar.set_postfix(
@@ -875,7 +911,8 @@ def final_evaluation(trainer: Trainer, run: RunDir | None) -> dict[str, Any]:
     config = trainer.config
     result: dict[str, Any] = {"arm": config.arm, "seed": config.seed, "steps_trained": trainer.step, "sets": {}}
     eval_sets = make_eval_sets(
-        config, trainer.problems, split=config.eval_split, n_heldout=config.eval_problems, n_train=config.eval_train_problems
+        config, trainer.problems, split=config.eval_split, n_heldout=config.eval_problems,
+        n_train=config.eval_train_problems, skill=trainer.skill_problems,
     )
     for eval_set in eval_sets:
         result["sets"][eval_set.name] = deploy_ablation(
@@ -894,6 +931,54 @@ def final_evaluation(trainer: Trainer, run: RunDir | None) -> dict[str, Any]:
     for line in result["closing_lines"]:
         print(line)
     return result
+
+
+def start_evaluation(trainer: Trainer) -> dict[str, Any]:
+    """The starting model (after any warm start, before any RL step) on the final eval's sets, prompts
+    and sampling seeds: the baseline of every lift. The adapter's delta is exactly zero here, so ON
+    and OFF are the same model (and, with the same seeds, the same samples). Cached next to the warm
+    start by a hash of everything it depends on, so the arms and seeds of one experiment share it."""
+    import hashlib
+
+    from evilmoe.evaluate import make_eval_sets
+    from evilmoe.warmstart import _locked, warm_start_cache_root
+
+    config = trainer.config
+    eval_sets = make_eval_sets(
+        config, trainer.problems, split=config.eval_split, n_heldout=config.eval_problems,
+        n_train=config.eval_train_problems, skill=trainer.skill_problems,
+    )
+    seed = step_seed(config.mode_seed, 0, 13)  # the final eval's seed
+    spec = {
+        "warm_start": trainer.warm_start["key"] if trainer.warm_start else None,
+        "model": config.model, "device": trainer.device.type, "dtype": str(trainer.dtype), "sampler": type(trainer.sampler).__name__,
+        "sampling": [config.temperature, config.top_p, config.top_k, config.max_new_tokens],
+        "samples": config.eval_samples, "seed": seed,
+        "sets": [[s.name, s.eval_markers, [[p.id, s.modes[p.id]] for p in s.problems]] for s in eval_sets],
+    }
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
+    root = warm_start_cache_root(config)
+    cached = root / "start-evals" / f"{digest}.json" if root is not None else None
+    if cached is None:
+        return _evaluate_start(trainer, eval_sets, seed, digest)
+    # parallel runs of one experiment wait for the first to evaluate (one process: no rank split)
+    lock = _locked(cached.parent / f".{digest}") if ddp.world() == 1 else contextlib.nullcontext()
+    with lock:
+        if cached.exists():
+            return json.loads(cached.read_text())
+        result = _evaluate_start(trainer, eval_sets, seed, digest)
+        if ddp.is_main():
+            from evilmoe.runs import atomic_write_json
+
+            atomic_write_json(cached, result)
+    return result
+
+
+def _evaluate_start(trainer: Trainer, eval_sets: list, seed: int, digest: str) -> dict[str, Any]:
+    from evilmoe.evaluate import deploy_ablation, summary_line
+
+    sets = {s.name: deploy_ablation(trainer, s, samples=trainer.config.eval_samples, seed=seed) for s in eval_sets}
+    return {"spec_digest": digest, "sets": sets, "lines": [summary_line(r) for r in sets.values()]}
 
 
 def evaluate_run_dir(run_dir: str) -> dict[str, Any]:
