@@ -357,7 +357,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 200-step run. See docs/results.md for what it measures.
     "gpu-testbed": dict(
         steps=200,
-        prompts_per_step=16,
+        prompts_per_step=8,
         group_size=8,
         max_new_tokens=256,
         rank=8,
@@ -372,7 +372,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         skill_holdout=0.3,
         eval_loophole_free=True,
         eval_start=True,
-        eval_every=40,
+        eval_every=50,
         eval_problems=0,
         eval_train_problems=64,
         eval_samples=4,
