@@ -1,0 +1,121 @@
+"""Localization controls: the dose curve's end points are exactly ON and OFF, component scaling
+restores the adapter, slice norms are what the Gram matrix says, slices are norm-matched, the
+selectivity arithmetic, and `evilmoe localize` end to end on a tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from evilmoe.cli import main as cli_main
+from evilmoe.config import make_config
+from evilmoe.env.problems import load_problem_set
+from evilmoe.evaluate import make_eval_sets, sample_and_grade
+from evilmoe.localization import (
+    component_norms,
+    quarantine_keep,
+    random_slices,
+    removed_norm,
+    scaled_components,
+    selectivity,
+)
+from evilmoe.train import Trainer, run_training
+
+
+@pytest.fixture(scope="module")
+def trainer():
+    problems = load_problem_set("bundled")
+    t = Trainer(make_config("tiny", dict(arm="moe", eval_problems=3, max_new_tokens=12)), None, problems=problems)
+    # a quarantine block far from its init, so that ON and OFF sample different texts
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in t.adapter.modules.values():
+            r = m.rank
+            m.B[:, r:] += 0.5 * torch.randn(m.B[:, r:].shape, generator=gen)
+            m.B[:, :r] += 0.1 * torch.randn(m.B[:, :r].shape, generator=gen)
+    yield t
+    t.close()
+
+
+def _texts(trainer, eval_set):
+    return sample_and_grade(trainer, eval_set, samples=2, seed=5).texts
+
+
+def test_dose_end_points_are_exactly_on_and_off(trainer):
+    eval_set = make_eval_sets(trainer.config, trainer.problems, split="test", n_heldout=3, n_train=0)[0]
+    on = _texts(trainer, eval_set)
+    with trainer.deployed():
+        off = _texts(trainer, eval_set)
+    assert on != off  # the test can tell them apart
+    with scaled_components(trainer, quarantine_keep(trainer, 1.0)):
+        assert _texts(trainer, eval_set) == on
+    with scaled_components(trainer, quarantine_keep(trainer, 0.0)):
+        assert _texts(trainer, eval_set) == off
+
+
+def test_scaling_restores_the_adapter_exactly(trainer):
+    before = trainer.adapter.state_dict()
+    keep = {n: torch.rand(2 * trainer.adapter.rank, dtype=torch.float64) for n in trainer.adapter.modules}
+    with pytest.raises(RuntimeError, match="boom"):
+        with scaled_components(trainer, keep):
+            raise RuntimeError("boom")
+    after = trainer.adapter.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_gram_norms_equal_the_removed_delta(trainer):
+    r = trainer.adapter.rank
+    grams = component_norms(trainer)
+    quarantine = {n: torch.cat([torch.zeros(r), torch.ones(r)]).double() for n in grams}
+    full, deleted = trainer.adapter.merged_delta(1.0), trainer.adapter.merged_delta(0.0)
+    direct = math.sqrt(sum(float(((full[n] - deleted[n]).double() ** 2).sum()) for n in full))
+    assert removed_norm(grams, quarantine) == pytest.approx(direct, rel=1e-5)
+    # an arbitrary partial removal: the same identity, via scaled components
+    removed = {n: torch.rand(2 * r, dtype=torch.float64) for n in grams}
+    with scaled_components(trainer, {n: 1 - c for n, c in removed.items()}):
+        kept = trainer.adapter.merged_delta(1.0)
+    direct = math.sqrt(sum(float(((full[n] - kept[n]).double() ** 2).sum()) for n in full))
+    assert removed_norm(grams, removed) == pytest.approx(direct, rel=1e-4)
+
+
+def test_random_slices_are_norm_matched_and_the_real_deletion_is_off(trainer):
+    eval_set = make_eval_sets(trainer.config, trainer.problems, split="test", n_heldout=2, n_train=0)[0]
+    out = random_slices(trainer, [eval_set], samples=1, seed=3, draws=3)
+    for s in out["slices"]:
+        assert s["norm"] == pytest.approx(out["target_norm"], rel=1e-6) or s["under_matched"]
+        assert 0 < s["strength"] <= 1
+    rates = out["sets"]["heldout"]["rates"]
+    with trainer.deployed():
+        off = sample_and_grade(trainer, eval_set, samples=1, seed=3)
+    assert rates["real"]["hack"] == sum(g.hacked for g in off.grades) / len(off.grades)
+    assert set(out["sets"]["heldout"]["position"]) <= {"hack", "solve"}
+    with pytest.raises(ValueError, match="at least 2"):
+        random_slices(trainer, [eval_set], samples=1, seed=3, draws=1)
+
+
+def test_selectivity_arithmetic():
+    on = {"hack": {"rate": 0.4}, "solve": {"rate": 0.2}}
+    off = {"hack": {"rate": 0.1}, "solve": {"rate": 0.25}}
+    got = selectivity(on, off, start_solve=0.1, none_solve=0.3)
+    assert got["hack_removed"] == pytest.approx(0.75) and got["lift_kept"] == pytest.approx(0.75)
+    none_hack = {"hack": {"rate": 0.0}, "solve": {"rate": 0.2}}
+    assert selectivity(none_hack, off, start_solve=0.1, none_solve=0.1) == {"hack_removed": None, "lift_kept": None}
+
+
+def test_localize_command_end_to_end(tmp_path, capsys):
+    run = tmp_path / "run"
+    run_training(make_config("tiny", dict(arm="absorb", steps=1, eval_problems=2, eval_train_problems=0, eval_samples=1)), str(run), progress=False)
+    assert cli_main(["localize", str(run), "--slices", "2", "--scales", "0,1", "--sets", "heldout"]) == 0
+    result = json.loads((run / "localization.json").read_text())
+    assert [r["scale"] for r in result["dose"]["sets"]["heldout"]] == [0.0, 1.0]
+    final = json.loads((run / "eval.json").read_text())["sets"]["heldout"]
+    # scale 1 and 0 reproduce the final eval's ON and OFF (same prompts and seeds)
+    assert result["dose"]["sets"]["heldout"][1]["hack"] == final["on"]["hack"]
+    assert result["dose"]["sets"]["heldout"][0]["solve"] == final["off"]["solve"]
+    assert (run / "plots" / "dose_curve.png").is_file()
+    assert "dose heldout:" in capsys.readouterr().out
+    assert cli_main(["localize", str(run), "--slices", "1"]) == 2
+    assert cli_main(["localize", str(tmp_path / "nothing")]) == 2
