@@ -119,3 +119,40 @@ def test_localize_command_end_to_end(tmp_path, capsys):
     assert "dose heldout:" in capsys.readouterr().out
     assert cli_main(["localize", str(run), "--slices", "1"]) == 2
     assert cli_main(["localize", str(tmp_path / "nothing")]) == 2
+
+
+def test_reset_adapter_state_gives_the_deployed_and_the_starting_model(trainer):
+    from evilmoe.localization import reset_adapter_state
+
+    state = trainer.adapter.state_dict()
+    r = trainer.adapter.rank
+    deployed = trainer.adapter.merged_delta(0.0)
+    try:
+        trainer.adapter.load_state_dict(reset_adapter_state(state, r, quarantine_only=True))
+        after = trainer.adapter.merged_delta(1.0)
+        assert all(torch.equal(after[n], deployed[n]) for n in after)  # the hack expert is gone, the rest kept
+        trainer.adapter.load_state_dict(reset_adapter_state(state, r, quarantine_only=False))
+        assert all(float(d.abs().max()) == 0.0 for d in trainer.adapter.merged_delta(1.0).values())  # the start
+    finally:
+        trainer.adapter.load_state_dict(state)
+        trainer.refresh_sampler()
+
+
+def test_relearning_summary():
+    from evilmoe.localization import relearning_summary
+
+    assert relearning_summary([0.0, 0.1, 0.3, 0.5], on_hack=0.5) == {"steps_to_half": 3, "auc": pytest.approx(0.225)}
+    assert relearning_summary([0.0, None], on_hack=0.5) == {"steps_to_half": None, "auc": 0.0}
+    assert relearning_summary([0.2], on_hack=0.0)["steps_to_half"] is None  # nothing to regain
+
+
+def test_relearn_command(tmp_path, capsys):
+    run = tmp_path / "run"
+    run_training(make_config("tiny", dict(arm="moe", steps=1, eval_problems=1, eval_train_problems=0, eval_samples=1)), str(run), progress=False)
+    assert cli_main(["relearn", str(run), "--steps", "1"]) == 0
+    result = json.loads((run / "relearn-deleted.json").read_text())
+    assert result["condition"] == "deleted" and len(result["hack_curve"]) == 1
+    relearned = json.loads((run / "relearn-deleted" / "config.json").read_text())
+    assert relearned["arm"] == "none" and relearned["steps"] == 1  # the deployed block alone learns
+    assert "relearn deleted:" in capsys.readouterr().out
+    assert cli_main(["relearn", str(run), "--condition", "bogus"]) == 2

@@ -95,6 +95,11 @@ def _train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=None, help="samples per problem (default: the run's eval_samples)")
     p.add_argument("--sets", default="heldout,skill,heldout_clean", help="eval sets (those the run has)")
 
+    p = sub.add_parser("relearn", help="train a run's deployed model alone N more steps in the hacking environment: how fast hacking comes back")
+    p.add_argument("run_dir")
+    p.add_argument("--steps", type=int, default=20, help="relearning steps")
+    p.add_argument("--condition", default="deleted", help="deleted (the run's deployed model) | start (the starting model, the baseline)")
+
     p = sub.add_parser("decide", help="train + evaluate arms x seeds back to back (resumable); one comparison table")
     p.add_argument("--preset", default="cpu-demo", help=presets)
     p.add_argument("--arms", default="none,absorb,routeA,routeA-placebo,moe,moe-placebo,moe-nopin", help="comma-separated arms")
@@ -169,6 +174,11 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         if args.slices < 2:
             raise UserError("--slices must be at least 2 (a spread needs two draws)")
         localize_run_dir(args.run_dir, scales=scales, draws=args.slices, samples=args.samples, sets=tuple(args.sets.split(",")))
+        return 0
+    if args.command == "relearn":
+        from evilmoe.localization import relearn_run_dir
+
+        relearn_run_dir(args.run_dir, steps=args.steps, condition=args.condition)
         return 0
     if args.command == "decide":
         from evilmoe.decide import run_decision
