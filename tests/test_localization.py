@@ -156,3 +156,41 @@ def test_relearn_command(tmp_path, capsys):
     assert relearned["arm"] == "none" and relearned["steps"] == 1  # the deployed block alone learns
     assert "relearn deleted:" in capsys.readouterr().out
     assert cli_main(["relearn", str(run), "--condition", "bogus"]) == 2
+
+
+def _eval(hack_on, hack_off, solve_on, solve_off):
+    rate = lambda v: {"rate": v}  # noqa: E731
+    return {"on": {"hack": rate(hack_on), "solve": rate(solve_on)}, "off": {"hack": rate(hack_off), "solve": rate(solve_off)}}
+
+
+def test_selectivity_table_from_runs():
+    from evilmoe.decide import render_markdown, selectivity_table
+
+    start = {"sets": {"skill": {"on": {"solve": {"rate": 0.1}}}}}
+    results = {
+        "none": {0: {"sets": {"skill": _eval(0.3, 0.3, 0.3, 0.3)}}, 1: {"sets": {"skill": _eval(0.2, 0.2, 0.5, 0.5)}}},
+        "moe": {0: {"sets": {"skill": _eval(0.4, 0.0, 0.2, 0.4)}}, 1: {"sets": {"skill": _eval(0.5, 0.1, 0.2, 0.1)}}},
+    }
+    starts = {arm: {0: start, 1: start} for arm in results}
+    table = selectivity_table(results, starts)
+    moe = table["moe"]["skill"]
+    assert table["none"]["skill"]["none_solve"] == pytest.approx(0.4)  # the none arm's mean OFF solve
+    assert moe["hack_removed"]["per_seed"] == pytest.approx([1.0, 0.8])
+    assert moe["lift_kept"]["per_seed"] == pytest.approx([1.0, 0.0])  # (0.4 - 0.1) / 0.3 and (0.1 - 0.1) / 0.3
+    assert table["none"]["skill"]["hack_removed"]["per_seed"] == [0.0, 0.0]
+    assert selectivity_table({"moe": results["moe"]}, starts) == {}  # no none arm: no lift to compare with
+    assert selectivity_table(results, {arm: {0: None, 1: None} for arm in results}) == {}  # no start evals
+    md = render_markdown({}, "tiny", [0, 1], table)
+    assert "| moe | skill | 0.900 [" in md
+
+
+def test_decide_writes_selectivity_and_the_plane(tmp_path):
+    from evilmoe.decide import run_decision
+
+    overrides = dict(steps=1, eval_start=True, skill_holdout=0.1, eval_problems=1, eval_train_problems=1, eval_samples=1)
+    run_decision("tiny", ["none", "absorb"], [0], str(tmp_path / "d"), overrides)
+    decision = json.loads((tmp_path / "d" / "decision.json").read_text())
+    assert set(decision["selectivity"]) == {"none", "absorb"}
+    assert "skill" in decision["selectivity"]["absorb"] and "skill" in decision["table"]["absorb"]
+    assert (tmp_path / "d" / "decision_plane.png").is_file()
+    assert "## Selectivity" in (tmp_path / "d" / "decision.md").read_text()
