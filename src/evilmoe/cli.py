@@ -100,6 +100,13 @@ def _train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=20, help="relearning steps")
     p.add_argument("--condition", default="deleted", help="deleted (the run's deployed model) | start (the starting model, the baseline)")
 
+    p = sub.add_parser("export", help="write a run's deployed model (hack expert removed) as a Hugging Face model directory")
+    p.add_argument("run_dir", help="run directory with a checkpoint")
+    p.add_argument("--out", required=True, help="folder to write (must not exist or be empty)")
+    p.add_argument("--adapter", action="store_true", help="write a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) instead of merged weights")
+    p.add_argument("--hack-expert-on", action="store_true", help="keep the hack expert: the model as trained (for comparison)")
+    p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16: dtype of the written weights")
+
     p = sub.add_parser("decide", help="train + evaluate arms x seeds back to back (resumable); one comparison table")
     p.add_argument("--preset", default="cpu-demo", help=presets)
     p.add_argument("--arms", default="none,absorb,routeA,routeA-placebo,moe,moe-placebo,moe-nopin", help="comma-separated arms")
@@ -179,6 +186,13 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         from evilmoe.localization import relearn_run_dir
 
         relearn_run_dir(args.run_dir, steps=args.steps, condition=args.condition)
+        return 0
+    if args.command == "export":
+        from evilmoe.export import ExportOptions, export_run
+
+        out = export_run(args.run_dir, args.out, ExportOptions(adapter=args.adapter, hack_expert_on=args.hack_expert_on, dtype=args.dtype))
+        kind = "PEFT adapter" if args.adapter else "model"
+        print(f"wrote {kind} ({'hack expert kept' if args.hack_expert_on else 'deployed: hack expert removed'}) to {out}")
         return 0
     if args.command == "decide":
         from evilmoe.decide import run_decision
