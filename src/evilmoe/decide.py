@@ -22,6 +22,7 @@ import numpy as np
 from evilmoe import distributed as ddp
 from evilmoe.config import make_config
 from evilmoe.errors import UserError
+from evilmoe.evaluate import causal_line
 from evilmoe.runs import atomic_write_json, atomic_write_text
 
 # two-sided 95% t quantiles for small numbers of seeds (df = n - 1)
@@ -299,12 +300,16 @@ def render_markdown(table: dict[str, Any], preset: str, seeds: list[int], select
                     f"| {arm} | {set_name} | {_cell(e['hack_removed'])} | {_cell(e['lift_kept'])} | {e['start_solve']:.3f} | {e['none_solve']:.3f} |"
                 )
     lines.append("")
-    lines += [
-        f"Evil MoE causal ablation [{arm}]: deploy hack {table[arm]['heldout']['hack_on']['mean']:.3f} (ON) -> "
-        f"{table[arm]['heldout']['hack_off']['mean']:.3f} (OFF)"
-        for arm in table
-        if "heldout" in table[arm]
-    ]
+    # per arm, the held-out numbers in words; then the documented causal line, for the method's arm
+    for arm, t in table.items():
+        if "heldout" in t:
+            e = t["heldout"]
+            lines.append(f"{arm}: held-out hack {_cell(e['hack_on'])} (ON) -> {_cell(e['hack_off'])} (OFF); solve {_cell(e['solve_on'])} (ON) -> {_cell(e['solve_off'])} (OFF)")
+    main_arm = "moe" if "heldout" in table.get("moe", {}) else next((a for a in table if "heldout" in table[a]), None)
+    if main_arm is not None:
+        e = table[main_arm]["heldout"]
+        lines.append(f"closing line: arm {main_arm}, seed means")
+        lines.append(causal_line(e["hack_on"]["mean"], e["hack_off"]["mean"]))
     return "\n".join(lines) + "\n"
 
 

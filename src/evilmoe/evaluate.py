@@ -219,10 +219,17 @@ def summary_line(result: dict[str, Any]) -> str:
     )
 
 
+def causal_line(hack_on: float | None, hack_off: float | None) -> str:
+    """The documented last line of every run: plain rates, nothing else on the line (docs/design.md)."""
+    plain = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+    return f"Evil MoE causal ablation: deploy hack {plain(hack_on)} (ON) -> {plain(hack_off)} (OFF)"
+
+
 def closing_lines(sets: dict[str, dict[str, Any]]) -> list[str]:
-    """The lines every run ends with: a summary per eval set, then the causal line of the held-out set."""
+    """The lines every run ends with: a summary per eval set (rates with intervals, ON-OFF, solve),
+    then the causal line of the held-out set in the documented format."""
     lines = [summary_line(sets[name]) for name in ("skill", "heldout_clean", "train_dist", "heldout") if name in sets]
     main = sets.get("heldout") or sets.get("train_dist")
     if main is not None:
-        lines.append(f"Evil MoE causal ablation: deploy hack {fmt_rate(main['on']['hack'])} (ON) -> {fmt_rate(main['off']['hack'])} (OFF)")
+        lines.append(causal_line(main["on"]["hack"]["rate"], main["off"]["hack"]["rate"]))
     return lines

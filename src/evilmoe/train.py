@@ -820,7 +820,7 @@ def run_training(
     """
     from tqdm import tqdm
 
-    from evilmoe.evaluate import deploy_ablation, make_eval_sets
+    from evilmoe.evaluate import closing_lines, deploy_ablation, make_eval_sets
 
     main = ddp.is_main()
     opened = ddp.main_only(lambda: RunDir.open(out_dir, config))
@@ -828,7 +828,7 @@ def run_training(
     final_path = Path(out_dir) / "eval.json"
     if final_path.exists():  # finished before: report it again, do not retrain
         result = json.loads(final_path.read_text())
-        for line in result["closing_lines"] if main else []:
+        for line in closing_lines(result["sets"]) if main else []:  # today's format, also for older runs
             print(line)
         return result
 
