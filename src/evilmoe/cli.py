@@ -107,6 +107,10 @@ def _train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hack-expert-on", action="store_true", help="keep the hack expert: the model as trained (for comparison)")
     p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16: dtype of the written weights")
 
+    p = sub.add_parser("report", help="write one self-contained report.html for a run or a decision directory")
+    p.add_argument("run_dir", help="run directory, or decision directory (one report for the batch)")
+    p.add_argument("--out", default=None, help="file to write (default RUN_DIR/report.html)")
+
     p = sub.add_parser("decide", help="train + evaluate arms x seeds back to back (resumable); one comparison table")
     p.add_argument("--preset", default="cpu-demo", help=presets)
     p.add_argument("--arms", default="none,absorb,routeA,routeA-placebo,moe,moe-placebo,moe-nopin", help="comma-separated arms")
@@ -193,6 +197,11 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         out = export_run(args.run_dir, args.out, ExportOptions(adapter=args.adapter, hack_expert_on=args.hack_expert_on, dtype=args.dtype))
         kind = "PEFT adapter" if args.adapter else "model"
         print(f"wrote {kind} ({'hack expert kept' if args.hack_expert_on else 'deployed: hack expert removed'}) to {out}")
+        return 0
+    if args.command == "report":
+        from evilmoe.report import write_report
+
+        print(f"report: {write_report(args.run_dir, args.out)}")
         return 0
     if args.command == "decide":
         from evilmoe.decide import run_decision

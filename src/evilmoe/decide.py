@@ -114,6 +114,9 @@ def run_decision(
     atomic_write_text(root / "decision.md", text)
     if selectivity:
         plot_plane(table, selectivity, root / "decision_plane.png")
+    from evilmoe.report import write_report
+
+    print(f"report: {write_report(root)}")
     print(text)
     return table
 

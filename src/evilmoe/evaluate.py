@@ -193,8 +193,8 @@ def deploy_ablation(trainer, eval_set: EvalSet, *, samples: int, seed: int, rows
     }
     if keep_texts:
         result["rollouts"] = [
-            {"problem_id": p.id, "mode": m, "on": a, "off": b, "grade_on": x.to_dict(), "grade_off": y.to_dict()}
-            for p, m, a, b, x, y in zip(problems, modes, texts_on, texts_off, on, off)
+            {"problem_id": p.id, "mode": m, "sample": i % samples, "on": a, "off": b, "grade_on": x.to_dict(), "grade_off": y.to_dict()}
+            for i, (p, m, a, b, x, y) in enumerate(zip(problems, modes, texts_on, texts_off, on, off))
         ]
     return result
 

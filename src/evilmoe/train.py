@@ -916,6 +916,7 @@ def final_evaluation(trainer: Trainer, run: RunDir | None) -> dict[str, Any]:
     """
     from evilmoe.evaluate import closing_lines, deploy_ablation, make_eval_sets
     from evilmoe.plots import plot_run
+    from evilmoe.report import write_report
 
     config = trainer.config
     result: dict[str, Any] = {"arm": config.arm, "seed": config.seed, "steps_trained": trainer.step, "sets": {}}
@@ -937,6 +938,7 @@ def final_evaluation(trainer: Trainer, run: RunDir | None) -> dict[str, Any]:
         return result
     run.write_eval(result)
     plot_run(run.path)
+    print(f"report: {write_report(run.path)}")
     for line in result["closing_lines"]:
         print(line)
     return result
