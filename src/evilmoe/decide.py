@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from evilmoe import distributed as ddp
 from evilmoe.config import make_config
@@ -82,7 +83,9 @@ def run_decision(
     args = [(preset, overrides, arm, seed, str(root / arm / f"seed_{seed}"), deadline) for arm, seed in jobs]
     if parallel == 1:
         outcomes = []
-        for a in args:  # one after another; under torchrun every rank walks this loop together
+        bar = tqdm(args, desc="decision runs", unit="run", disable=None if ddp.is_main() else True)
+        for a in bar:  # one after another; under torchrun every rank walks this loop together
+            bar.set_postfix_str(f"{a[2]} seed {a[3]}")
             outcomes.append(_train_one(*a))
             if outcomes[-1] is None:  # every rank gets None together (rank 0's deadline decides)
                 break
@@ -93,7 +96,7 @@ def run_decision(
         with ProcessPoolExecutor(
             max_workers=parallel, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1
         ) as pool:
-            outcomes = list(pool.map(_train_one, *zip(*args), gpus))
+            outcomes = list(tqdm(pool.map(_train_one, *zip(*args), gpus), total=len(args), desc="decision runs", unit="run", disable=None))
     if len(outcomes) < len(jobs) or any(result is None for result in outcomes):
         if ddp.is_main():
             print("time budget reached; run the same command again to continue")

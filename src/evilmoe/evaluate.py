@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from evilmoe import distributed as ddp
 from evilmoe.env.grader import GradeJob, GradingPool
@@ -93,11 +94,12 @@ def make_eval_sets(config, problem_set, *, split: str, n_heldout: int, n_train: 
     return sets
 
 
-def _generate(trainer, prompts: list[str], seeds: list[int], sampling: SamplingConfig, rows_per_batch: int) -> list[str]:
+def _generate(trainer, prompts: list[str], seeds: list[int], sampling: SamplingConfig, rows_per_batch: int, desc: str = "eval") -> list[str]:
     """One completion per prompt, chunk c sampled with seeds[c]; each rank samples its share of the
     chunks (a chunk's samples depend only on its rows and seed, so the union is one process's)."""
     texts: list[str] = []
-    for chunk, seed in ddp.shard(list(zip(range(0, len(prompts), rows_per_batch), seeds))):
+    chunks = ddp.shard(list(zip(range(0, len(prompts), rows_per_batch), seeds)))
+    for chunk, seed in tqdm(chunks, desc=desc, unit="batch", leave=False, disable=None if ddp.is_main() else True):
         part = prompts[chunk : chunk + rows_per_batch]
         ids, mask = encode_prompts(trainer.tokenizer, part, trainer.device)
         for tokens in trainer.sampler.sample(ids, mask, sampling, seed=seed):
@@ -152,12 +154,12 @@ def chunk_seeds(seed: int, rows: int, rows_per_batch: int) -> list[int]:
 
 
 @torch.no_grad()
-def sample_and_grade(trainer, eval_set: EvalSet, *, samples: int, seed: int, rows_per_batch: int = 64) -> Sampled:
+def sample_and_grade(trainer, eval_set: EvalSet, *, samples: int, seed: int, rows_per_batch: int = 64, desc: str = "eval") -> Sampled:
     """Generate with the model as it is now (the caller sets any adapter condition) and grade."""
     cfg = trainer.config
     sampling = SamplingConfig(cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens)
     prompts, modes, problems = eval_prompts(trainer, eval_set, samples)
-    texts = _generate(trainer, prompts, chunk_seeds(seed, len(prompts), rows_per_batch), sampling, rows_per_batch)
+    texts = _generate(trainer, prompts, chunk_seeds(seed, len(prompts), rows_per_batch), sampling, rows_per_batch, desc)
     jobs = [GradeJob(t, p, m, eval_set.eval_markers) for t, p, m in zip(texts, problems, modes)]
     grades = ddp.all_gather_concat(trainer.pool.grade_many(ddp.shard(jobs)))
     return Sampled(problems, modes, texts, grades)
@@ -170,9 +172,9 @@ def summarise(sampled: Sampled) -> dict[str, Any]:
 @torch.no_grad()
 def deploy_ablation(trainer, eval_set: EvalSet, *, samples: int, seed: int, rows_per_batch: int = 64, keep_texts: bool = False) -> dict[str, Any]:
     """Generate with the hack expert ON and OFF on the same prompts and seeds; grade both."""
-    on_s = sample_and_grade(trainer, eval_set, samples=samples, seed=seed, rows_per_batch=rows_per_batch)
+    on_s = sample_and_grade(trainer, eval_set, samples=samples, seed=seed, rows_per_batch=rows_per_batch, desc=f"eval {eval_set.name} ON")
     with trainer.deployed():
-        off_s = sample_and_grade(trainer, eval_set, samples=samples, seed=seed, rows_per_batch=rows_per_batch)
+        off_s = sample_and_grade(trainer, eval_set, samples=samples, seed=seed, rows_per_batch=rows_per_batch, desc=f"eval {eval_set.name} OFF")
     problems, modes = on_s.problems, on_s.modes
     texts_on, texts_off, on, off = on_s.texts, off_s.texts, on_s.grades, off_s.grades
 
