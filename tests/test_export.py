@@ -1,7 +1,7 @@
 """`evilmoe export`: the exported model (merged or PEFT adapter) computes the project's own model.
 
-A real tiny run (warm start + GRPO steps at a large learning rate, so both blocks and the warm
-start move far from zero) is exported; its logits must equal the project's deployed model (hack
+A real tiny run (conftest's trained_tiny_run: warm start + GRPO steps at a large learning rate, so
+both blocks and the warm start move far from zero) is exported; its logits must equal the project's deployed model (hack
 expert ablated with lora2r's own ablation) or, with the expert kept, the trained model, and the two
 must differ by far more than the tolerance (else the comparison would prove nothing).
 """
@@ -14,27 +14,18 @@ import pytest
 import torch
 
 from evilmoe.cli import main
-from evilmoe.config import make_config
-from evilmoe.env.problems import load_problem_set
 from evilmoe.export import ExportOptions, export_run
 from evilmoe.lora2r import Lora2rConfig, attach_lora2r
 from evilmoe.models import load_model
 from evilmoe.runs import RunDir
-from evilmoe.train import run_training
 from evilmoe.warmstart import merge_deltas
 
 TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("export") / "run"
-    config = make_config(
-        "tiny",
-        dict(arm="absorb", steps=2, lr=0.05, warm_start_steps=1, warm_start_lr=0.05, eval_problems=1, eval_train_problems=0, eval_samples=1),
-    )
-    run_training(config, str(out), problems=load_problem_set("bundled"), progress=False)
-    return out
+def run_dir(trained_tiny_run):
+    return trained_tiny_run
 
 
 @pytest.fixture(scope="module")

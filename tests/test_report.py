@@ -15,10 +15,7 @@ from pathlib import Path
 import pytest
 
 from evilmoe.cli import main
-from evilmoe.config import make_config
-from evilmoe.env.problems import load_problem_set
 from evilmoe.report import write_report
-from evilmoe.train import run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 DECIDE = ROOT / "docs" / "results" / "session3" / "issue6" / "decide"  # a real GPU decision, committed
@@ -34,11 +31,10 @@ HOSTILE = (
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A real tiny run (moe: the router's w is logged), with one hostile completion planted in it."""
+def run_dir(trained_tiny_run, tmp_path_factory):
+    """A copy of a real tiny run (moe: the router's w is logged), with hostile completions planted in it."""
     out = tmp_path_factory.mktemp("report") / "run"
-    config = make_config("tiny", dict(arm="moe", steps=2, eval_problems=2, eval_train_problems=1, eval_samples=2))
-    run_training(config, str(out), problems=load_problem_set("bundled"), progress=False)
+    shutil.copytree(trained_tiny_run, out)
     step_file = out / "rollouts" / "step_000001.jsonl"
     rows = [json.loads(line) for line in step_file.read_text().splitlines()]
     rows[0]["text"] = HOSTILE

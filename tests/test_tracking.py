@@ -32,11 +32,8 @@ def scalar(acc: EventAccumulator, tag: str) -> dict[int, float]:
 
 
 @pytest.fixture(scope="module")
-def tracked_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tb") / "run"
-    config = make_config("tiny", dict(SMALL, steps=2, eval_every=1, report_to="tensorboard"))
-    result = run_training(config, str(out), problems=load_problem_set("bundled"), progress=False)
-    return out, result
+def tracked_run(trained_tiny_run):
+    return trained_tiny_run, json.loads((trained_tiny_run / "eval.json").read_text())
 
 
 def test_every_step_metric_router_diagnostic_and_eval_is_logged(tracked_run):

@@ -202,7 +202,7 @@ def _write_adapter(loaded: LoadedRun, path: Path, options: ExportOptions, dtype:
     tensors = peft_tensors(loaded.state["adapter"], cfg.rank, hack_expert_on=options.hack_expert_on)
     save_file({k: v.to(dtype) for k, v in tensors.items()}, str(path / "adapter_model.safetensors"), metadata={"format": "pt"})
     peft_rank = 4 * cfg.rank if options.hack_expert_on else 2 * cfg.rank
-    base = cfg.model
+    base = _base_reference(cfg.model)
     if loaded.state.get("warm_start"):  # the adapter sits on the warmed-up base: ship it
         save_model_dir(loaded.model, loaded.tokenizer, cfg, path / "base", dtype)
         base = "base (this folder's base/ subfolder: the model with the run's warm start merged in)"
@@ -231,3 +231,11 @@ def _write_adapter(loaded: LoadedRun, path: Path, options: ExportOptions, dtype:
         f"lora2r's per-block delta B A - B0 A0 is held exactly as a rank-{peft_rank} LoRA: "
         "lora_A = [A; A0], lora_B = [B, -B0]"
     )
+
+
+def _base_reference(spec: str) -> str:
+    """What adapter_config.json names as the base: the default model's converted local copy (the
+    GGUF spec is no Hugging Face id), else the run's model spec (an HF id or directory)."""
+    from evilmoe.models import DEFAULT_MODEL, cache_dir
+
+    return str(cache_dir() / "models" / DEFAULT_MODEL) if spec in (None, DEFAULT_MODEL) else spec
