@@ -263,7 +263,7 @@ def _train(args: argparse.Namespace) -> int:
 # What `evilmoe run` says it will take (measured: docs/results.md); update with the presets.
 RUN_ESTIMATES = {
     "cpu-demo": "about 13 minutes on 2 CPU cores (~1 more the first time, to fetch and convert the model)",
-    "gpu-small": "about 15 minutes on one H100 (60 GRPO steps of ~5 s per run, then the ON/OFF eval)",
+    "gpu-small": "roughly 15-20 minutes for both runs on one H100 (60 GRPO steps per run at ~4.5-5 s each, then the ON/OFF eval)",
 }
 
 
@@ -290,7 +290,7 @@ def _run(args: argparse.Namespace) -> int:
         out = args.out or "runs/gpu-small-decision"
         say(
             f"evilmoe run: {where}: the gpu-small experiment, arm moe and its capacity-matched baseline none, "
-            f"seed {seed}, trained and evaluated one after the other (evilmoe decide) into {out}; {estimate} for both."
+            f"seed {seed}, trained and evaluated one after the other (evilmoe decide) into {out}; {estimate}."
         )
         table = run_decision(preset, ["moe", "none"], [seed], out, overrides, time_budget_s=args.time_budget_s)
         return 0 if table is not None else 3
