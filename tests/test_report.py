@@ -86,6 +86,16 @@ def test_decision_report_has_the_table_and_every_run(tmp_path):
     assert {r["set"] for r in data["rollouts"]} == {"eval:heldout", "eval:train_dist"}
 
 
+def test_reports_of_unfinished_runs_and_decisions(trained_tiny_run, tmp_path):
+    run = tmp_path / "batch" / "moe" / "seed_0"
+    shutil.copytree(trained_tiny_run, run)
+    (run / "eval.json").unlink()  # still training: steps and rollouts so far, no final eval
+    page = write_report(run).read_text()
+    assert "no final evaluation yet" in page and "data:image/png;base64," in page
+    page = write_report(tmp_path / "batch").read_text()  # a decision cut off before its table
+    assert "the decision has not finished" in page and "moe/seed_0 (2 steps, not evaluated yet)" in page
+
+
 # --- in a real browser ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def browser():

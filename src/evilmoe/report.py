@@ -54,16 +54,22 @@ def decision_runs(path: Path) -> list[Path]:
     return sorted(p for p in path.glob("*/seed_*") if is_run_dir(p))
 
 
-def _prompts(config: dict[str, Any], keys: set[tuple[str, str, bool]]) -> tuple[dict[str, str], str, str | None]:
+def _prompts(config: dict[str, Any], keys: set[tuple[str, str, bool]], loaded: dict) -> tuple[dict[str, str], str, str | None]:
     """User-turn text per (problem, mode, held-out markers), rebuilt from the problem set (runs
-    store problem ids, not prompts), the system prompt, and why prompts are missing if they are."""
+    store problem ids, not prompts), the system prompt, and why prompts are missing if they are.
+    `loaded` caches problem sets across the runs of one report (a LeetCode set takes a while)."""
     from evilmoe.env.modes import SYSTEM_PROMPT, user_message
     from evilmoe.env.problems import load_problem_set
 
-    try:
-        problem_set = load_problem_set(config.get("problem_set", "bundled"), config.get("data_dir"))
-    except UserError as exc:
-        return {}, SYSTEM_PROMPT, f"prompts unavailable: {exc}"
+    which = (config.get("problem_set", "bundled"), config.get("data_dir"))
+    if which not in loaded:
+        try:
+            loaded[which] = load_problem_set(*which)
+        except UserError as exc:
+            loaded[which] = f"prompts unavailable: {exc}"
+    problem_set = loaded[which]
+    if isinstance(problem_set, str):
+        return {}, SYSTEM_PROMPT, problem_set
     by_id = {p.id: p for split in (problem_set.train, problem_set.validation, problem_set.test) for p in split}
     prompts = {}
     for pid, mode, markers in keys:
@@ -406,6 +412,7 @@ def _collect(runs: list[tuple[str, Path]], cap: int) -> tuple[list[dict], dict[s
     notes = []
     prompts: dict[str, str] = {}
     system, note = "", None
+    loaded: dict = {}
     for name, run in runs:
         config = _json(run / "config.json") or {}
         ev = _json(run / "eval.json")
@@ -414,7 +421,7 @@ def _collect(runs: list[tuple[str, Path]], cap: int) -> tuple[list[dict], dict[s
             notes.append(f"{name}: training rollouts of {shown} of {total} steps (evenly spaced) are included")
         run_rows = train + _eval_rollouts(run, name, ev)
         keys = {(r["pid"], r["mode"], r["markers"]) for r in run_rows}
-        more, system, why = _prompts(config, keys)
+        more, system, why = _prompts(config, keys, loaded)
         prompts.update(more)
         note = note or why
         rollouts += run_rows
