@@ -49,8 +49,10 @@ def one_line_error(capsys, argv: list[str], expect: str) -> str:
         (["model", "info", "--model", "/nonexistent/model.gguf"], "GGUF file not found"),
     ],
 )
-def test_user_mistakes_are_one_clear_line(argv, expect, capsys):
+def test_user_mistakes_are_one_clear_line(argv, expect, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative --out paths land here
     one_line_error(capsys, argv, expect)
+    assert list(tmp_path.iterdir()) == []  # a refused command leaves nothing behind
 
 
 def test_run_dir_of_another_config_is_refused(tmp_path, capsys):

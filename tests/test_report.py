@@ -81,7 +81,7 @@ def test_decision_report_has_the_table_and_every_run(tmp_path):
     page = write_report(root).read_text()
     assert ">decision table</h2>" in page and "moe-nopin" in page  # every arm of decision.json
     assert "Evil MoE causal ablation: deploy hack 0.087 (ON) -&gt; 0.000 (OFF)" in page
-    data = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S).group(1))
+    data = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.DOTALL).group(1))
     assert {r["run"] for r in data["rollouts"]} == {"none/seed_0", "moe/seed_0"}
     assert {r["set"] for r in data["rollouts"]} == {"eval:heldout", "eval:train_dist"}
 

@@ -16,9 +16,9 @@ from evilmoe.tracking import Tracker, flatten, parse_report_to
 from evilmoe.train import run_training
 
 pytest.importorskip("tensorboard", reason="tensorboard is a test dependency (pip install -e '.[test]')")
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-SMALL = dict(arm="moe", eval_problems=1, eval_train_problems=1, eval_samples=1)
+SMALL = {"arm": "moe", "eval_problems": 1, "eval_train_problems": 1, "eval_samples": 1}
 
 
 def read_events(log_dir) -> EventAccumulator:

@@ -71,15 +71,15 @@ def run_decision(
     root = Path(out_dir)
     if parallel > 1 and ddp.world() > 1:
         raise UserError("--parallel runs several single-process runs on one device; it does not combine with torchrun")
-    if ddp.is_main():
-        root.mkdir(parents=True, exist_ok=True)
     if parallel > 1 and not overrides.get("grading_workers"):
         overrides = {**overrides, "grading_workers": max(1, (os.cpu_count() or 2) // parallel)}
     # seed-major: a time budget that stops the batch early leaves whole seeds of every arm, not
     # every seed of the first arms
     jobs = [(arm, seed) for seed in seeds for arm in arms]
-    for arm, seed in jobs:  # validate every config before training anything
+    for arm, seed in jobs:  # validate every config before training (or creating) anything
         make_config(preset, {**overrides, "arm": arm, "seed": seed})
+    if ddp.is_main():
+        root.mkdir(parents=True, exist_ok=True)
     args = [(preset, overrides, arm, seed, str(root / arm / f"seed_{seed}"), deadline) for arm, seed in jobs]
     if parallel == 1:
         outcomes = []

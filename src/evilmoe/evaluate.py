@@ -223,8 +223,8 @@ def summary_line(result: dict[str, Any]) -> str:
 
 def causal_line(hack_on: float | None, hack_off: float | None) -> str:
     """The documented last line of every run: plain rates, nothing else on the line (docs/design.md)."""
-    plain = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
-    return f"Evil MoE causal ablation: deploy hack {plain(hack_on)} (ON) -> {plain(hack_off)} (OFF)"
+    on, off = ("n/a" if x is None else f"{x:.3f}" for x in (hack_on, hack_off))
+    return f"Evil MoE causal ablation: deploy hack {on} (ON) -> {off} (OFF)"
 
 
 def closing_lines(sets: dict[str, dict[str, Any]]) -> list[str]:

@@ -382,13 +382,16 @@ def _script_json(obj: Any) -> str:
     return text
 
 
+def _slug(heading: str) -> str:
+    return "s-" + "".join(c if c.isalnum() else "-" for c in heading.lower())
+
+
 def render_page(title: str, sections: list[tuple[str, str]], data: dict[str, Any]) -> str:
     """The whole page: sections are (heading, trusted HTML built here with escaped values)."""
     script_hash = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
     csp = f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'"
-    slug = lambda h: "s-" + "".join(c if c.isalnum() else "-" for c in h.lower())  # noqa: E731
-    nav = " | ".join(f'<a href="#{slug(h)}">{_e(h)}</a>' for h, _ in sections)
-    body = f"<nav>{nav}</nav>" + "".join(f'<h2 id="{slug(h)}">{_e(h)}</h2>{content}' for h, content in sections)
+    nav = " | ".join(f'<a href="#{_slug(h)}">{_e(h)}</a>' for h, _ in sections)
+    body = f"<nav>{nav}</nav>" + "".join(f'<h2 id="{_slug(h)}">{_e(h)}</h2>{content}' for h, content in sections)
     return (
         "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
         f'<meta http-equiv="Content-Security-Policy" content="{csp}">'

@@ -53,9 +53,7 @@ def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, float]:
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             out.update(flatten(value, name + "/"))
-        elif isinstance(value, bool):
-            out[name] = float(value)
-        elif isinstance(value, (int, float)):
+        elif isinstance(value, (int, float)):  # bools too (1.0 / 0.0)
             out[name] = float(value)
     return out
 
@@ -157,7 +155,7 @@ class Tracker:
         atexit.register(self.close)  # also when a run stops on its time budget or an error
 
     @classmethod
-    def open(cls, report_to: str, run_path: Path, config: dict[str, Any]) -> "Tracker | None":
+    def open(cls, report_to: str, run_path: Path, config: dict[str, Any]) -> Tracker | None:
         names = parse_report_to(report_to)
         if not names:
             return None
