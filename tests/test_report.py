@@ -18,7 +18,7 @@ from evilmoe.cli import main
 from evilmoe.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
-DECIDE = ROOT / "docs" / "results" / "session3" / "issue6" / "decide"  # a real GPU decision, committed
+DECIDE = ROOT / "docs" / "results" / "decision-60-steps" / "decide"  # a real GPU decision, committed
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
