@@ -57,6 +57,10 @@ def test_every_step_metric_router_diagnostic_and_eval_is_logged(tracked_run):
     assert scalar(acc, "eval/heldout/hack_on")[2] == pytest.approx(heldout["on"]["hack"]["rate"])
     assert scalar(acc, "eval/heldout/solve_off")[2] == pytest.approx(heldout["off"]["solve"]["rate"])
     assert scalar(acc, "eval/heldout/hack_off_ci_high")[2] == pytest.approx(heldout["off"]["hack"]["ci95"][1])
+    # the periodic validation (eval_every=1: after step 1 of 2), at its step
+    periodic = json.loads((out / "eval" / "eval_step_000001.json").read_text())
+    val = periodic["sets"]["heldout"] if "sets" in periodic else periodic
+    assert scalar(acc, "val_eval/heldout/hack_on") == {1: pytest.approx(val["on"]["hack"]["rate"])}
     # the run's config, as text
     texts = acc.Tags()["tensors"]
     assert any(t.startswith("config") for t in texts)

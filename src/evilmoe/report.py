@@ -450,9 +450,11 @@ def run_report(run: Path) -> str:
     from evilmoe.evaluate import closing_lines
 
     lines = closing_lines(ev["sets"]) if ev and ev.get("sets") else []
+    start = _json(run / "eval_start.json")  # the starting model on the same sets (eval_start=true)
+    start_html = f"<p>starting model (before RL; ON = OFF there):</p>{_closing_html(start['lines'])}" if start and start.get("lines") else ""
     browser, data = _browser_section([(run.name, run)], MAX_TRAIN_ROLLOUTS)
     sections = [
-        ("result", _closing_html(lines)),
+        ("result", _closing_html(lines) + start_html),
         ("config", config_table(config)),
         ("curves", _figures_html(_run_figures(run, metrics, ev)) or "<p>no steps logged yet</p>"),
         ("deploy ablation: ON vs OFF", eval_table(ev) if ev else "<p>no final evaluation yet</p>"),

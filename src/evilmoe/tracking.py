@@ -14,6 +14,7 @@ Tags are grouped the way a reader looks for them:
     setup/...   the start row (v_act separation, dropped prompts); warm_start/loss per step
     eval/SET/...  the final deploy-ablation eval: hack / solve / attempted / format rates ON and OFF
                   with their 95% bounds, and the ON-OFF differences
+    val_eval/SET/...  the same numbers for each periodic validation, at its step
 
 TensorBoard logs go to RUN/tensorboard (`tensorboard --logdir runs/`); a resumed run purges the
 steps it recomputes. wandb logs to the project $WANDB_PROJECT (default "evilmoe"), one wandb run per
@@ -191,19 +192,16 @@ class Tracker:
             b.scalars(values, step)
 
     def log_eval(self, result: dict[str, Any], step: int | None) -> None:
-        """A periodic validation (one set, at `step`) or the final eval (every set, steps_trained)."""
+        """A periodic validation (`step` given: val_eval/SET/... at that step) or the final eval
+        (`step` None: eval/SET/... at steps_trained, with the closing lines as text)."""
         self._config_once()
-        if "sets" in result:
-            at = int(result.get("steps_trained", 0))
-            values = {f"eval/{name}/{k}": v for name, res in result["sets"].items() for k, v in eval_scalars(res).items()}
-            for b in self.backends:
-                b.scalars(values, at)
-                if result.get("closing_lines"):
-                    b.text("eval/closing_lines", "\n\n".join(result["closing_lines"]), at)
-        else:
-            values = {f"val_eval/{result.get('set', 'val')}/{k}": v for k, v in eval_scalars(result).items()}
-            for b in self.backends:
-                b.scalars(values, int(step or 0))
+        sets = result["sets"] if "sets" in result else {result.get("set", "val"): result}
+        at, prefix = (int(result.get("steps_trained", 0)), "eval") if step is None else (int(step), "val_eval")
+        values = {f"{prefix}/{name}/{k}": v for name, res in sets.items() for k, v in eval_scalars(res).items()}
+        for b in self.backends:
+            b.scalars(values, at)
+            if step is None and result.get("closing_lines"):
+                b.text("eval/closing_lines", "\n\n".join(result["closing_lines"]), at)
 
     def close(self) -> None:
         for b in self.backends:
