@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evilmoe: error: {exc}", file=sys.stderr)
         return 2
     except PATH_ERRORS as exc:  # a path the user gave that cannot be read or written
-        print(f"evilmoe: error: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"evilmoe: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into a reader that stopped early (e.g. `| head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
