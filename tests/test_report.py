@@ -64,6 +64,20 @@ def test_report_is_self_contained_and_escapes_model_text(run_dir):
     assert "data:image/png;base64," in page
 
 
+def test_eval_rollouts_name_their_prompt_sample_and_sampling_seed(trained_tiny_run):
+    """What the report's ON/OFF pairs rest on: one row per (problem, sample) with its chunk's seed."""
+    ev = json.loads((trained_tiny_run / "eval.json").read_text())
+    for name, res in ev["sets"].items():
+        rows = [json.loads(line) for line in (trained_tiny_run / "rollouts" / f"eval_{name}.jsonl").read_text().splitlines()]
+        assert len(rows) == res["n_problems"] * res["samples_per_problem"]
+        by_problem: dict[str, list[int]] = {}
+        for r in rows:
+            by_problem.setdefault(r["problem_id"], []).append(r["sample"])
+            assert isinstance(r["sampling_seed"], int)
+        assert all(s == list(range(res["samples_per_problem"])) for s in by_problem.values())
+        assert len({r["sampling_seed"] for r in rows}) == 1  # a few rows: one generation chunk, one seed
+
+
 def test_cli_report_and_errors(run_dir, tmp_path, capsys):
     assert main(["report", str(run_dir), "--out", str(tmp_path / "r.html")]) == 0
     assert capsys.readouterr().out.strip() == f"report: {tmp_path / 'r.html'}"

@@ -193,9 +193,11 @@ def deploy_ablation(trainer, eval_set: EvalSet, *, samples: int, seed: int, rows
             for field, attr in (("hack", "hacked"), ("solve", "correct"))
         },
     }
-    if keep_texts:
+    if keep_texts:  # one row per prompt and sample: ON and OFF drawn with the same chunk seed
+        seeds = chunk_seeds(seed, len(problems), rows_per_batch)
         result["rollouts"] = [
-            {"problem_id": p.id, "mode": m, "sample": i % samples, "on": a, "off": b, "grade_on": x.to_dict(), "grade_off": y.to_dict()}
+            {"problem_id": p.id, "mode": m, "sample": i % samples, "sampling_seed": seeds[i // rows_per_batch],
+             "on": a, "off": b, "grade_on": x.to_dict(), "grade_off": y.to_dict()}
             for i, (p, m, a, b, x, y) in enumerate(zip(problems, modes, texts_on, texts_off, on, off))
         ]
     return result

@@ -134,6 +134,7 @@ def _eval_rollouts(run: Path, name: str, ev: dict[str, Any] | None) -> list[dict
                     "pid": r["problem_id"],
                     "markers": bool(res.get("eval_markers", set_name == "heldout")),
                     "sample": r.get("sample", i % samples),  # rows are problem-major, sample-minor
+                    "seed": r.get("sampling_seed"),
                     "on": {"text": r["on"], "grade": _grade(r["grade_on"])},
                     "off": {"text": r["off"], "grade": _grade(r["grade_off"])},
                 }
@@ -319,6 +320,7 @@ SCRIPT = r"""
     const h = el("div", "head");
     const bits = [r.run, r.set, "step " + r.step, r.source, r.mode, r.pid];
     if (r.sample !== undefined) bits.push("sample " + r.sample);
+    if (r.seed !== undefined && r.seed !== null) bits.push("sampling seed " + r.seed);
     if (r.w !== undefined && r.w !== null) bits.push("w " + r.w.toFixed(3));
     if (r.route) bits.push("route " + r.route);
     if (r.adv !== undefined && r.adv !== null) bits.push("advantage " + r.adv.toFixed(2));
