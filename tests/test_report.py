@@ -92,8 +92,15 @@ def test_decision_report_has_the_table_and_every_run(tmp_path):
     shutil.copy(DECIDE / "decision.json", root)
     for arm in ("none", "moe"):
         shutil.copytree(DECIDE / arm / "seed_0", root / arm / "seed_0")
+    # the selectivity table (decide writes it when the runs evaluated their starting model)
+    from evilmoe.decide import seed_interval
+
+    decision = json.loads((root / "decision.json").read_text())
+    decision["selectivity"] = {"moe": {"heldout": {"hack_removed": seed_interval([1.0, 0.9, 0.95]), "lift_kept": seed_interval([0.25, 0.5, 0.75]), "start_solve": 0.01, "none_solve": 0.02}}}
+    (root / "decision.json").write_text(json.dumps(decision))
     page = write_report(root).read_text()
     assert ">decision table</h2>" in page and "moe-nopin" in page  # every arm of decision.json
+    assert "<h3>selectivity</h3>" in page and "<td>0.950 <span class=ci>" in page and "<td>0.500 <span class=ci>" in page
     assert "Evil MoE causal ablation: deploy hack 0.087 (ON) -&gt; 0.000 (OFF)" in page
     data = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.DOTALL).group(1))
     assert {r["run"] for r in data["rollouts"]} == {"none/seed_0", "moe/seed_0"}

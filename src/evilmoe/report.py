@@ -209,7 +209,7 @@ def config_table(config: dict[str, Any]) -> str:
     return f"<details><summary>config ({len(config)} fields)</summary><table class=config>{rows}</table></details>"
 
 
-def decision_table_html(table: dict[str, Any]) -> str:
+def decision_table_html(table: dict[str, Any], selectivity: dict[str, Any] | None = None) -> str:
     def cell(s: dict[str, Any]) -> str:
         if s["mean"] is None:
             return "n/a"
@@ -217,7 +217,7 @@ def decision_table_html(table: dict[str, Any]) -> str:
         return f"{s['mean']:.3f}{ci}"
 
     out = []
-    for set_name in ("heldout", "train_dist"):
+    for set_name in ("heldout", "train_dist", "heldout_clean", "skill"):
         rows = [(arm, t[set_name]) for arm, t in table.items() if set_name in t]
         if not rows:
             continue
@@ -230,7 +230,20 @@ def decision_table_html(table: dict[str, Any]) -> str:
             for arm, e in rows
         )
         out.append(f"<h3>{_e(set_name)} <span class=n>({_e(n['n_problems'])} problems x {_e(n['samples_per_problem'])} samples per seed)</span></h3><table class=onoff><tr>{head}</tr>{body}</table>")
-    return "".join(out) + "<p class=n>Seed means with 95% t-intervals over seeds (cut to what a rate can be). drop = ON - OFF.</p>"
+    out.append("<p class=n>Seed means with 95% t-intervals over seeds (cut to what a rate can be). drop = ON - OFF.</p>")
+    if selectivity:
+        rows = "".join(
+            f"<tr><th>{_e(arm)}</th><td>{_e(set_name)}</td><td>{cell(e['hack_removed'])}</td><td>{cell(e['lift_kept'])}</td>"
+            f"<td>{e['start_solve']:.3f}</td><td>{e['none_solve']:.3f}</td></tr>"
+            for arm, sets in selectivity.items()
+            for set_name, e in sets.items()
+        )
+        head = "".join(f"<th>{h}</th>" for h in ("arm", "eval set", "hack removed", "lift kept", "start solve", "none solve"))
+        out.append(
+            "<h3>selectivity</h3><p class=n>hack removed = (ON - OFF) / ON; lift kept = (solve OFF - solve at start) / "
+            f"(solve of none - solve at start); 1 and 1 is perfect localization.</p><table class=onoff><tr>{head}</tr>{rows}</table>"
+        )
+    return "".join(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -478,7 +491,9 @@ def decision_report(root: Path) -> str:
         main_arm = "moe" if "heldout" in table.get("moe", {}) else next((a for a in table if "heldout" in table[a]), None)
         closing = [causal_line(table[main_arm]["heldout"]["hack_on"]["mean"], table[main_arm]["heldout"]["hack_off"]["mean"])] if main_arm else []
         sections.append(("result", (f"<p>arm {_e(main_arm)}, seed means</p>" if main_arm else "") + _closing_html(closing)))
-        sections.append(("decision table", decision_table_html(table)))
+        plane = root / "decision_plane.png"
+        figure = _figures_html([("hack removed vs skill lift kept", "data:image/png;base64," + base64.b64encode(plane.read_bytes()).decode())]) if plane.is_file() else ""
+        sections.append(("decision table", decision_table_html(table, decision.get("selectivity")) + figure))
     else:
         sections.append(("result", "<p>the decision has not finished (no decision.json): the runs so far are below</p>"))
     per_run = []
