@@ -100,7 +100,8 @@ def test_wandb_backend_calls_the_wandb_api(tmp_path, monkeypatch):
     ids = iter(["first-id", "second-id"])
 
     class Run:
-        summary: dict = {}
+        def __init__(self):
+            self.summary: dict = {}
 
         def log(self, values, step):
             calls["log"].append((step, values))
