@@ -61,6 +61,7 @@ def test_report_is_self_contained_and_escapes_model_text(run_dir):
     for heading in ("result", "config", "curves", "deploy ablation: ON vs OFF", "rollouts"):
         assert f">{heading}</h2>" in page, heading
     assert "Evil MoE causal ablation: deploy hack " in page
+    assert "starting model (before RL; ON = OFF there)" in page  # the run evaluated its starting model
     assert "data:image/png;base64," in page
 
 

@@ -61,6 +61,9 @@ def test_every_step_metric_router_diagnostic_and_eval_is_logged(tracked_run):
     periodic = json.loads((out / "eval" / "eval_step_000001.json").read_text())
     val = periodic["sets"]["heldout"] if "sets" in periodic else periodic
     assert scalar(acc, "val_eval/heldout/hack_on") == {1: pytest.approx(val["on"]["hack"]["rate"])}
+    # the starting model's evaluation, at step 0
+    start = json.loads((out / "eval_start.json").read_text())
+    assert scalar(acc, "start/heldout/solve_on") == {0: pytest.approx(start["sets"]["heldout"]["on"]["solve"]["rate"])}
     # the run's config, as text
     texts = acc.Tags()["tensors"]
     assert any(t.startswith("config") for t in texts)

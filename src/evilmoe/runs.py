@@ -210,6 +210,8 @@ class RunDir:
 
     def write_json(self, name: str, obj: Any) -> Path:
         atomic_write_json(self.path / name, obj)
+        if self.tracker is not None and name == "eval_start.json":  # the starting model's evaluation
+            self.tracker.log_eval(obj, 0, prefix="start")
         return self.path / name
 
     def write_eval(self, obj: dict[str, Any], step: int | None = None) -> Path:

@@ -15,6 +15,7 @@ Tags are grouped the way a reader looks for them:
     eval/SET/...  the final deploy-ablation eval: hack / solve / attempted / format rates ON and OFF
                   with their 95% bounds, and the ON-OFF differences
     val_eval/SET/...  the same numbers for each periodic validation, at its step
+    start/SET/...     the starting model's evaluation (eval_start=true), at step 0
 
 TensorBoard logs go to RUN/tensorboard (`tensorboard --logdir runs/`); a resumed run purges the
 steps it recomputes. wandb logs to the project $WANDB_PROJECT (default "evilmoe"), one wandb run per
@@ -191,12 +192,14 @@ class Tracker:
         for b in self.backends:
             b.scalars(values, step)
 
-    def log_eval(self, result: dict[str, Any], step: int | None) -> None:
-        """A periodic validation (`step` given: val_eval/SET/... at that step) or the final eval
-        (`step` None: eval/SET/... at steps_trained, with the closing lines as text)."""
+    def log_eval(self, result: dict[str, Any], step: int | None, prefix: str | None = None) -> None:
+        """A periodic validation (`step` given: val_eval/SET/... at that step), the final eval
+        (`step` None: eval/SET/... at steps_trained, with the closing lines as text), or another
+        evaluation under its own `prefix` (the starting model: start/SET/... at step 0)."""
         self._config_once()
         sets = result["sets"] if "sets" in result else {result.get("set", "val"): result}
-        at, prefix = (int(result.get("steps_trained", 0)), "eval") if step is None else (int(step), "val_eval")
+        at, default = (int(result.get("steps_trained", 0)), "eval") if step is None else (int(step), "val_eval")
+        prefix = prefix or default
         values = {f"{prefix}/{name}/{k}": v for name, res in sets.items() for k, v in eval_scalars(res).items()}
         for b in self.backends:
             b.scalars(values, at)
