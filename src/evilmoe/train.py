@@ -986,10 +986,17 @@ def start_evaluation(trainer: Trainer) -> dict[str, Any]:
 
 
 def _evaluate_start(trainer: Trainer, eval_sets: list, seed: int, digest: str) -> dict[str, Any]:
-    from evilmoe.evaluate import deploy_ablation, summary_line
+    """One pass per set: the adapter's delta is exactly zero here, so the hack expert ON and OFF are
+    the same model and (same seeds) the same samples; the summary is recorded under both."""
+    from evilmoe.evaluate import fmt_rate, sample_and_grade, summarise
 
-    sets = {s.name: deploy_ablation(trainer, s, samples=trainer.config.eval_samples, seed=seed) for s in eval_sets}
-    return {"spec_digest": digest, "sets": sets, "lines": [summary_line(r) for r in sets.values()]}
+    n = trainer.config.eval_samples
+    sets, lines = {}, []
+    for s in eval_sets:
+        summary = summarise(sample_and_grade(trainer, s, samples=n, seed=seed, desc=f"start {s.name}"))
+        sets[s.name] = {"set": s.name, "eval_markers": s.eval_markers, "n_problems": len(s.problems), "samples_per_problem": n, "on": summary, "off": summary}
+        lines.append(f"{s.name} (n={len(s.problems)}x{n}): hack {fmt_rate(summary['hack'])}, solve {fmt_rate(summary['solve'])}")
+    return {"spec_digest": digest, "sets": sets, "lines": lines}
 
 
 def evaluate_run_dir(run_dir: str) -> dict[str, Any]:
