@@ -42,7 +42,7 @@ _TRAIN_DIFFICULTIES = {
 }
 SPLIT_SEED = 0  # validation/test split of held-out problems; fixed so every run sees the same split
 CACHE_FORMAT = 1
-_GRADING_MODULES = ("evilmoe.env.grader", "evilmoe.env.sandbox", "evilmoe.env.modes")  # code behind a verdict
+_GRADING_MODULES = ("evilmoe.env.grader", "evilmoe.env.oracle", "evilmoe.env.sandbox", "evilmoe.env.modes")  # code behind a verdict
 
 
 # ----------------------------------------------------------------------------------------------

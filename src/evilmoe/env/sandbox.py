@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,7 @@ class Limits:
     processes: int = 32  # pids.max of the cgroup and RLIMIT_NPROC of the unique uid
     output_bytes: int = 2 << 20  # per stream kept; more output kills the run
     tmpfs_bytes: int = 16 << 20  # size of each private tmpfs (/tmp, /var/tmp, /dev/shm)
+    result_bytes: int = 64 << 20  # most bytes read from the result pipe (more ends the run)
 
     def wall_backstop(self) -> float:
         return self.wall_seconds if self.wall_seconds is not None else max(30.0, 3.0 * self.cpu_seconds + 10.0)
@@ -82,6 +84,7 @@ class RunResult:
     uid: int | None = None  # the unprivileged uid it ran as (None: same uid as the grader)
     workdir: str = ""  # its temporary cwd (already removed)
     cgroups: tuple[str, ...] = ()  # its per-run cgroups (already removed)
+    stopped_early: bool = False  # on_result_line asked to end the run
 
 
 SETUP_FAILED_STATUS = 121
@@ -423,20 +426,28 @@ def _child_config(limits: Limits, workdir: str, *, uid: int | None, cgroups: lis
 def run_python(
     program: str,
     *,
-    stdin: bytes = b"",
+    stdin: bytes | Callable[[int], bytes] = b"",
     limits: Limits = DEFAULT_LIMITS,
     collect_files: tuple[str, ...] = (),
+    on_result_line: Callable[[bytes], bool | None] | None = None,
 ) -> RunResult:
     """Run Python source `program` in the sandbox and return what it did. Never raises for anything
     the program does; raises OSError only if the grader itself cannot create a process or temp dir.
 
     `stdin` is written to the child's stdin, which is then closed (a program that wants it must read it
-    first: the grader's harness reads its payload and replaces fd 0 with /dev/null).
+    first: the grader's harness reads its payload and replaces fd 0 with /dev/null). A callable gets
+    the child's result-pipe fd number and returns the bytes.
     `collect_files`: names (no slashes) of regular files in the cwd to return after the run.
+    `on_result_line`: when given, the child gets a pipe of its own (write end: the fd number passed to
+    `stdin`), and every newline-terminated line it writes there is passed to this callable as it
+    arrives; returning False ends the run at once (RunResult.stopped_early). At most
+    `limits.result_bytes` are read from it.
     """
     iso = isolation()
     uid = _claim_uid() if iso.drop_uid else None
     workdir = tempfile.mkdtemp(prefix="evilmoe-run-")
+    result_r = result_w = None
+    results: _ResultReader | None = None
     groups = _RunCgroups()
     started = time.monotonic()
     try:
@@ -445,20 +456,33 @@ def run_python(
         os.chmod(workdir, 0o700)
         groups.create(iso, limits.processes)
         cfg = _child_config(limits, workdir, uid=uid, cgroups=groups.paths(), iso=iso)
-        proc = subprocess.Popen(
-            _command(PROLOGUE + "\n" + program, cfg),
-            cwd=workdir,
-            env=_scrubbed_env(workdir),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            close_fds=True,
-        )
+        if on_result_line is not None:
+            result_r, result_w = os.pipe()
+            cfg["result_fd"] = result_w
         try:
-            out, err, timed_out, overflow, over_budget = _communicate(proc, stdin, limits, started, groups)
+            proc = subprocess.Popen(
+                _command(PROLOGUE + "\n" + program, cfg),
+                cwd=workdir,
+                env=_scrubbed_env(workdir),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=(result_w,) if result_w is not None else (),
+            )
+        finally:
+            if result_w is not None:
+                os.close(result_w)  # the child holds the only write end
+        if callable(stdin):
+            stdin = stdin(result_w if result_w is not None else -1)
+        results = _ResultReader(result_r, on_result_line, limits.result_bytes) if result_r is not None else None
+        try:
+            out, err, timed_out, overflow, over_budget = _communicate(proc, stdin, limits, started, groups, results)
         finally:
             _kill_everything(proc, groups.pids, uid)
+            if results is not None:
+                results.close()
         returncode, cpu = _reap(proc)
         cpu = max(cpu, groups.cpu_seconds())  # the whole tree's CPU when a cpuacct cgroup exists
         killed_by_us = timed_out or overflow
@@ -483,8 +507,11 @@ def run_python(
             uid=uid,
             workdir=workdir,
             cgroups=tuple(groups.paths()),
+            stopped_early=results is not None and results.stopped,
         )
     finally:
+        if result_r is not None and results is None:
+            os.close(result_r)
         groups.remove()
         if uid is not None and not iso.mountns:
             _sweep_shared_tmp(uid)  # no private /tmp: remove what the uid left in world-writable dirs
@@ -493,8 +520,51 @@ def run_python(
             _release_uid(uid)
 
 
+class _ResultReader:
+    """The parent's end of the result pipe: splits it into lines for the callback, bounded in bytes."""
+
+    def __init__(self, fd: int, on_line: Callable[[bytes], bool | None], limit: int):
+        self.fd, self.on_line, self.limit = fd, on_line, limit
+        self.buffer = bytearray()
+        self.total = 0
+        self.stopped = False  # the callback (or the byte limit) ended the run
+        self.eof = False
+        os.set_blocking(fd, False)
+
+    def read(self) -> None:
+        """Read what is available; call back for each complete line."""
+        while not (self.eof or self.stopped):
+            try:
+                data = os.read(self.fd, 1 << 16)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not data:
+                self.eof = True
+                return
+            self.total += len(data)
+            if self.total > self.limit:
+                self.stopped = True
+                return
+            start = len(self.buffer)
+            self.buffer += data
+            nl = self.buffer.find(b"\n", start)
+            while nl >= 0 and not self.stopped:
+                line = bytes(self.buffer[:nl])
+                del self.buffer[: nl + 1]
+                if self.on_line(line) is False:
+                    self.stopped = True
+                nl = self.buffer.find(b"\n")
+
+    def close(self) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
 def _communicate(
-    proc: subprocess.Popen, stdin: bytes, limits: Limits, started: float, groups: _RunCgroups
+    proc: subprocess.Popen, stdin: bytes, limits: Limits, started: float, groups: _RunCgroups,
+    results: _ResultReader | None = None,
 ) -> tuple[bytes, bytes, bool, bool, bool]:
     """Feed stdin and drain stdout/stderr without ever holding more than output_bytes per stream.
 
@@ -511,12 +581,17 @@ def _communicate(
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ)
         sel.register(proc.stderr, selectors.EVENT_READ)
+        if results is not None:
+            sel.register(results.fd, selectors.EVENT_READ)
         if pending:
             os.set_blocking(proc.stdin.fileno(), False)
             sel.register(proc.stdin, selectors.EVENT_WRITE)
         else:
             proc.stdin.close()
-        while any(key.fileobj is not proc.stdin for key in sel.get_map().values()):
+        output_fds = {proc.stdout.fileno(), proc.stderr.fileno()}
+        if results is not None:
+            output_fds.add(results.fd)
+        while any(fd in output_fds for fd in sel.get_map()):
             now = time.monotonic()
             if now >= deadline:
                 timed_out = True
@@ -542,6 +617,11 @@ def _communicate(
                         sel.unregister(proc.stdin)
                         proc.stdin.close()
                     continue
+                if results is not None and key.fd == results.fd:
+                    results.read()
+                    if results.eof:
+                        sel.unregister(results.fd)
+                    continue
                 fd = key.fileobj.fileno()
                 data = os.read(fd, 65536)
                 if not data:
@@ -554,9 +634,16 @@ def _communicate(
                     overflow = True
             if overflow:
                 break
+            if results is not None and results.stopped:
+                _stop_early(proc, groups)
+                _drain(proc, chunks, sizes, limits.output_bytes)
+                break
+    if results is not None and not results.stopped:
+        results.read()  # whatever arrived between the last poll and the exit
     # Both streams closed but the child may live on (it closed fds 1 and 2 itself): wait for its exit
     # under the same bounds instead of killing it early (its exit status can matter to the grader).
-    while not (timed_out or overflow or over_budget) and exit_grace_until is None and proc.poll() is None:
+    stopped = results is not None and results.stopped
+    while not (timed_out or overflow or over_budget or stopped) and exit_grace_until is None and proc.poll() is None:
         if time.monotonic() >= deadline:
             timed_out = True
         elif groups.cpu_seconds() > limits.cpu_seconds + 0.5:
@@ -573,6 +660,34 @@ def _communicate(
     proc.stdout.close()
     proc.stderr.close()
     return out, err, timed_out, overflow, over_budget
+
+
+def _stop_early(proc: subprocess.Popen, groups: _RunCgroups) -> None:
+    """End a run whose verdict is already known (SIGKILL to its process group and cgroup)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    if groups.pids:
+        _kill_cgroup_members(groups.pids)
+
+
+def _drain(proc: subprocess.Popen, chunks: dict[int, list[bytes]], sizes: dict[int, int], cap: int,
+           timeout: float = 0.5) -> None:
+    """After a kill: read what is left in stdout/stderr (bounded), so output written before the end counts."""
+    deadline = time.monotonic() + timeout
+    open_fds = [proc.stdout.fileno(), proc.stderr.fileno()]
+    with selectors.DefaultSelector() as sel:
+        for fd in open_fds:
+            sel.register(fd, selectors.EVENT_READ)
+        while sel.get_map() and (now := time.monotonic()) < deadline:
+            for key, _ in sel.select(timeout=deadline - now):
+                data = os.read(key.fd, 65536)
+                if not data or sizes[key.fd] >= cap:
+                    sel.unregister(key.fd)
+                    continue
+                chunks[key.fd].append(data[: cap - sizes[key.fd]])
+                sizes[key.fd] += len(data)
 
 
 def _kill_everything(proc: subprocess.Popen, cgroup: str | None, uid: int | None) -> None:
