@@ -202,3 +202,48 @@ def test_no_leftovers_after_the_suite():
     for base in filter(None, (ISO.cgroup_pids, ISO.cgroup_cpu)):
         mine = [d for d in os.listdir(base) if d.startswith(f"evilmoe-{os.getpid()}-")]
         assert mine == []
+
+
+def test_required_layers_fail_loudly(monkeypatch):
+    from evilmoe.errors import UserError
+
+    monkeypatch.setenv("EVILMOE_SANDBOX_REQUIRE", "no_such_layer")
+    with pytest.raises(UserError, match="unknown layers"):
+        sandbox.check_required_layers()
+    weak = sandbox.Isolation(root=False, drop_uid=False, cgroup_pids=None, cgroup_cpu=None, cgroup_memory=None,
+                             netns=False, userns=False, mountns=False, preimport=False, hide=(), private_tmp=())  # fmt: skip
+    monkeypatch.setattr(sandbox, "_ISOLATION", weak)
+    monkeypatch.setenv("EVILMOE_SANDBOX_REQUIRE", "fresh_root,pidns")
+    with pytest.raises(UserError, match="fresh_root, pidns"):
+        sandbox.check_required_layers()
+    from evilmoe.env.grader import GradingPool
+
+    with pytest.raises(UserError):
+        GradingPool(1)
+    monkeypatch.setenv("EVILMOE_SANDBOX_REQUIRE", "")
+    sandbox.check_required_layers()
+
+
+def test_this_machine_gets_every_layer():
+    """Where the grader runs as root on a namespace-capable kernel (this project's machines), every
+    layer is active; elsewhere the test says which ones are missing instead of passing silently."""
+    if os.geteuid() != 0:
+        pytest.skip("not root: the strongest layers need root")
+    missing = set(sandbox.LAYER_NAMES) - ISO.active()
+    assert not missing, f"layers missing on this root machine: {sorted(missing)} ({sandbox.describe_isolation()})"
+
+
+def test_older_layers_still_work_without_a_fresh_root(monkeypatch):
+    """Machines that refuse the fresh root (e.g. no PID namespaces) get the older mount-namespace layer:
+    private temp dirs and a hidden /root, with the interpreter (even a venv under /tmp) bound back."""
+    if not ISO.fresh_root:
+        pytest.skip("this machine already runs without a fresh root (every other test covers that path)")
+    import dataclasses
+
+    hide = sandbox._hidden_dirs()
+    private_tmp = tuple((d, sandbox._keep_under(d)) for d in SHARED_DIRS if os.path.isdir(d))
+    older = dataclasses.replace(ISO, fresh_root=False, layout=None, mountns=True, netns=True, hide=hide, private_tmp=private_tmp)
+    monkeypatch.setattr(sandbox, "_ISOLATION", older)
+    r = _run("import os, sortedcontainers\nprint(sorted(os.listdir('/tmp')), os.path.exists('/root/.ssh'))")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith(b"False")

@@ -147,7 +147,16 @@ def _matrix_jobs() -> tuple[list[GradeJob], list[tuple[str, str, str, float, boo
 def cmd_env_check() -> int:
     """Hack-by-mode matrix on the built-in problems, a few hostile responses, the sandbox layers."""
     started = time.monotonic()
-    print(f"sandbox layers: {sandbox.describe_isolation()}")
+    iso = sandbox.isolation()
+    print("sandbox layers:")
+    for layer in iso.layers():
+        print(f"  {layer}")
+    missing = sorted(set(sandbox.LAYER_NAMES) - iso.active())
+    print(f"not available here: {', '.join(missing) or 'none'}")
+    required = sandbox.required_layers()
+    if required:
+        print(f"required (EVILMOE_SANDBOX_REQUIRE): {', '.join(sorted(required))}")
+    sandbox.check_required_layers()
     failures: list[str] = []
     limits = sandbox.Limits(cpu_seconds=2, wall_seconds=20)
     jobs, expect = _matrix_jobs()

@@ -768,6 +768,7 @@ class GradingPool:
         self.limits = limits
         self._executor = cf.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="evilmoe-grade")
         sandbox.isolation()  # detect the sandbox layers once, up front
+        sandbox.check_required_layers()  # EVILMOE_SANDBOX_REQUIRE: a missing layer is an error, never a downgrade
 
     def __enter__(self) -> GradingPool:
         return self

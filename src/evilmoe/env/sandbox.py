@@ -45,6 +45,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evilmoe.errors import UserError
+
 # ---------------------------------------------------------------------------------------------------
 # Limits and results.
 
@@ -431,7 +433,7 @@ def describe_isolation() -> str:
     return "; ".join(isolation().layers())
 
 
-class MissingLayerError(RuntimeError):
+class MissingLayerError(UserError):
     """A sandbox layer the user asked for (EVILMOE_SANDBOX_REQUIRE) is not available here."""
 
 
