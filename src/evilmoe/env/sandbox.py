@@ -1,22 +1,32 @@
 """Run untrusted Python in a child process, with every isolation layer this machine offers.
 
-The graded code is model output, so it is treated as hostile. One call of `run_python` does:
+The graded code is model output, so it is treated as hostile. On a machine where the grader is root
+and the kernel allows namespaces (the project's machines), one call of `run_python` does:
 
-  parent (the grader)                          child (`python -S -P -u -c PROLOGUE+program cfg`)
+  parent (the grader)                          child (`python -S -s -P -u -B -c PROLOGUE+program cfg`)
   ---------------------------------------      --------------------------------------------------------
-  fresh temp working dir (chowned to uid)      joins the per-run pids cgroup (fork bombs hit pids.max)
-  per-run pids + cpuacct cgroups               unshare: new network namespace (loopback only, down) and
-  scrubbed environment, new session              a new mount namespace with private tmpfs /tmp, /var/tmp,
-  stdin: payload, then closed                    /dev/shm and an empty /root (the interpreter bound back)
-  reads stdout/stderr incrementally, capped    RLIMIT_CPU / AS / FSIZE / NOFILE / NPROC / CORE
-  CPU budget of the whole group, wall backstop drops to a unique unprivileged uid (root only), so it
-  afterwards: kill the process group, the        cannot signal the grader, delete outside its cwd, or
-    cgroup's members and the uid's processes;    read root's files; RLIMIT_NPROC then binds per run
-    remove cgroup, temp dir, stray tmp files   then runs `program` (which may read `stdin` first)
+  per-run pids, cpuacct and memory cgroups     joins the cgroups (fork bombs hit pids.max, memory.limit)
+  scrubbed environment, new session            unshare: new mount, PID, IPC, UTS and network namespaces
+  stdin: payload, then closed                  builds a fresh root on a tmpfs: the interpreter's tree,
+  result pipe (lines to a callback) and          /usr and the system libraries bound read-only, every
+    the init's report pipe                       site-packages dir masked, only the runtime packages
+  reads every stream incrementally, capped       (RUNTIME_PACKAGES) bound into RUNTIME_DIR; /dev with
+  CPU budget of the whole group, wall backstop   null/zero/urandom; size-capped tmpfs /tmp and /dev/shm
+  on a stop: kills the program's uid, reads    forks the namespace's init (PID 1), which mounts a fresh
+    the init's report, then kills the cgroup     /proc, pivots into the new root, detaches the old one,
+  afterwards: removes cgroups and the root's     and forks the program (PID 2): rlimits (cpu, as, fsize,
+    mount point (nothing else was written)       nofile, nproc, core), a unique unprivileged uid,
+                                                 no_new_privs, cwd /tmp/work; then runs `program`
+  The init waits for the program, kills whatever is left in the namespace, reads the files the caller
+  asked for from the cwd, and reports them with the exit status on a pipe only it holds. When the last
+  process of the namespaces exits, every tmpfs, IPC object and process of the run is gone.
 
-Layers are detected once per process (`isolation()`), the strongest available are used, and
-`describe_isolation()` says which are active (`evilmoe env check` prints it). A layer that was
-detected but fails at run time is an error (exit status 121), never a silent downgrade.
+Machines that refuse part of this get the older layers (a network namespace, a mount namespace with
+private temp dirs and a hidden /root, the uid drop), and unprivileged graders only rlimits and a
+user-namespace netns. Layers are detected once per process (`isolation()`); `describe_isolation()`
+says which are active (`evilmoe env check` prints it); EVILMOE_SANDBOX_REQUIRE=layer,... (or "all")
+makes a missing layer an error instead of a weaker sandbox. A layer that was detected but fails at run
+time is an error too (exit status 121), never a silent downgrade.
 
 Timeouts do not depend on machine load: the real bound is CPU seconds (RLIMIT_CPU per process, and
 the cpuacct cgroup's total for the whole process tree, so a fork bomb of busy loops is stopped
