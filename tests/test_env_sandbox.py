@@ -247,3 +247,23 @@ def test_older_layers_still_work_without_a_fresh_root(monkeypatch):
     r = _run("import os, sortedcontainers\nprint(sorted(os.listdir('/tmp')), os.path.exists('/root/.ssh'))")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().endswith(b"False")
+
+
+def test_runtime_packages_importable_from_a_venv_under_tmp(tmp_path):
+    """Where the project is installed must not change what graded code can import: a virtual
+    environment under /tmp (which the sandbox's own /tmp replaces) still gives sortedcontainers and
+    numpy, and nothing else of site-packages."""
+    if not ISO.fresh_root:
+        pytest.skip("no fresh root on this machine")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True, timeout=120)
+    src = Path(__file__).resolve().parents[1] / "src"
+    code = (
+        "from evilmoe.env import sandbox\n"
+        "r = sandbox.run_python('import sortedcontainers, numpy\\n"
+        "try:\\n    import torch\\n    print(\"torch\")\\nexcept ImportError:\\n    print(\"ok\")')\n"
+        "print(r.stdout.decode().strip(), r.stderr.decode()[-300:])\n"
+    )
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(src)})  # fmt: skip
+    assert out.returncode == 0 and out.stdout.split() == ["ok"], out.stdout + out.stderr

@@ -160,6 +160,9 @@ def __evilmoe_sandbox_enter():
             mount(src, dst, None, MS_BIND | MS_REC)
             mount(None, dst, None, MS_BIND | MS_REMOUNT | MS_RDONLY | flags)
 
+        opts = "size=%d,mode=1777" % cfg["tmpfs_bytes"]
+        os.makedirs(root + "/tmp")  # first, so that binds under /tmp (a venv there) stay visible
+        mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts)
         for link, target in cfg["links"]:
             os.makedirs(os.path.dirname(root + link), exist_ok=True)
             os.symlink(target, root + link)
@@ -181,10 +184,8 @@ def __evilmoe_sandbox_enter():
         for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                              ("stderr", "/proc/self/fd/2")):
             os.symlink(target, root + "/dev/" + name)
-        opts = "size=%d,mode=1777" % cfg["tmpfs_bytes"]
-        for d in ("/dev/shm", "/tmp"):
-            os.makedirs(root + d)
-            mount("tmpfs", root + d, "tmpfs", MS_NOSUID | MS_NODEV, opts)
+        os.makedirs(root + "/dev/shm")
+        mount("tmpfs", root + "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, opts)
         os.makedirs(root + cwd, mode=0o700)
         if cfg.get("uid") is not None:
             os.chown(root + cwd, cfg["uid"], cfg["uid"])
