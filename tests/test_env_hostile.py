@@ -258,3 +258,11 @@ def test_detector_never_raises_on_pathological_code():
     for code in [r.split("```python\n", 1)[-1] for r in PATHOLOGICAL.values()]:
         for mode in ("run_tests", "sentinel", "stdout_marker", "file_marker", "eq_override", "exit_code"):
             assert _attempted_hack_safe(code, mode, m) in (True, False)
+
+
+def test_a_huge_result_is_failed_before_decoding():
+    """A result line far larger than the expected value is a failed test: the grader never decodes it
+    into a huge object in its own memory."""
+    for n in (300_000, 3_000_000):  # one line under the pipe's cap, one over it
+        g = grade(_add(f"return list(range({n}))"), ADD, "gt_only", limits=LIMITS)
+        assert not g.correct and "far larger" in g.error, g

@@ -403,11 +403,12 @@ __evilmoe_harness()
 
 
 def _run_harness(payload: dict, limits: sandbox.Limits, on_line: Callable[[bytes], bool | None], *,
-                 collect: tuple[str, ...] = ()) -> sandbox.RunResult:
+                 collect: tuple[str, ...] = (), line_limit: Callable[[], int] | None = None) -> sandbox.RunResult:
     """One sandboxed harness run; each line it writes on its result pipe goes to `on_line` (which
     returns False to end the run early)."""
     return sandbox.run_python(HARNESS, stdin=lambda fd: json.dumps({**payload, "result_fd": fd}).encode(),
-                              limits=limits, collect_files=collect, on_result_line=on_line)
+                              limits=limits, collect_files=collect, on_result_line=on_line,
+                              result_line_limit=line_limit)
 
 
 def _channel_run(kind: str, problem: Problem, code: str, limits: sandbox.Limits, *, marker: str | None,
@@ -667,7 +668,7 @@ def _grade_compiled(code: str, problem: Problem, mode: str, markers: Markers, li
     checker = oracle.ResultChecker(tests)
     payload = {"kind": "oracle", "setup": problem.setup_code, "code": code,
                "calls": [[c.call, c.conv] for c in tests.checks]}  # fmt: skip
-    oracle_run = _run_harness(payload, limits, checker.feed, collect=collect)
+    oracle_run = _run_harness(payload, limits, checker.feed, collect=collect, line_limit=checker.line_limit)
     checker.finish(_short_failure(oracle_run))
     correct = checker.correct
     runs = [oracle_run]

@@ -321,6 +321,14 @@ class PreparedTests:
     checks: tuple[Check, ...]
     expected: tuple[Any, ...]  # plain expected values, one per check
 
+    def line_limit(self, i: int) -> int:
+        """Most bytes a correct result line for test i can take: the encoding is at most a small
+        factor larger than the expected value's repr (\\u escapes, tuple tags). Longer lines are
+        failed before decoding, so a response cannot make the grader build a huge object."""
+        if self.checks[i].op in ("truthy", "falsy", "NotEq", "NotIn", "IsNot", "Lt", "LtE", "Gt", "GtE"):
+            return 1 << 20  # nothing bounds the result's size there but the pipe's cap
+        return 16 * len(repr(self.expected[i])) + (64 << 10)
+
 
 class ResultChecker:
     """Fed the harness's result pipe line by line; decides `correct` and stops at the first failure.
@@ -339,12 +347,20 @@ class ResultChecker:
     def correct(self) -> bool:
         return not self.failure and self.passed == len(self.tests.checks)
 
+    def line_limit(self) -> int:
+        """Most bytes the next result line may take (see PreparedTests.line_limit)."""
+        return self.tests.line_limit(min(self.passed, len(self.tests.checks) - 1))
+
     def feed(self, line: bytes) -> bool:
         if self.failure:
             return False
         if self.passed >= len(self.tests.checks):
             return True  # trailing output after the last result cannot change the verdict
         i = self.passed
+        if len(line) > self.tests.line_limit(i):
+            self.failure = f"test {i}: result far larger than the expected value ({len(line)} bytes)"
+            self.saw_failure = True
+            return False
         try:
             index, returned, value = decode_line(line)
         except WireError as exc:

@@ -73,7 +73,7 @@ class Limits:
     processes: int = 32  # pids.max of the cgroup and RLIMIT_NPROC of the unique uid
     output_bytes: int = 2 << 20  # per stream kept; more output kills the run
     tmpfs_bytes: int = 16 << 20  # size of each private tmpfs (/tmp, /var/tmp, /dev/shm)
-    result_bytes: int = 64 << 20  # most bytes read from the result pipe (more ends the run)
+    result_bytes: int = 16 << 20  # most bytes read from the result pipe (more ends the run)
 
     def wall_backstop(self) -> float:
         return self.wall_seconds if self.wall_seconds is not None else max(30.0, 3.0 * self.cpu_seconds + 10.0)
@@ -740,6 +740,7 @@ def run_python(
     limits: Limits = DEFAULT_LIMITS,
     collect_files: tuple[str, ...] = (),
     on_result_line: Callable[[bytes], bool | None] | None = None,
+    result_line_limit: Callable[[], int] | None = None,
 ) -> RunResult:
     """Run Python source `program` in the sandbox and return what it did. Never raises for anything
     the program does; raises OSError only if the grader itself cannot create a process or temp dir.
@@ -751,7 +752,8 @@ def run_python(
     `on_result_line`: when given, the child gets a pipe of its own (write end: the fd number passed to
     `stdin`), and every newline-terminated line it writes there is passed to this callable as it
     arrives; returning False ends the run at once (RunResult.stopped_early). At most
-    `limits.result_bytes` are read from it.
+    `limits.result_bytes` are read from it; an unfinished line longer than `result_line_limit()` is
+    passed on as it is (so the callback can fail it without waiting for the rest).
     """
     iso = isolation()
     uid = _claim_uid() if iso.drop_uid else None
@@ -770,7 +772,8 @@ def run_python(
             fds += [result_r, result_w]
             child_fds.append(result_w)
             cfg["result_fd"] = result_w
-            readers.append(_LineReader(result_r, on_result_line, limits.result_bytes, stops_run=True))
+            readers.append(_LineReader(result_r, on_result_line, limits.result_bytes, stops_run=True,
+                                       line_limit=result_line_limit))
         if iso.fresh_root and iso.layout is not None:
             # The host workdir is only the new root's mount point; the program's cwd is a tmpfs inside.
             control_r, control_w = os.pipe()
@@ -872,8 +875,10 @@ class _LineReader:
     """The parent's end of a line pipe (results, or the init's report): lines go to a callback as
     they arrive, bounded in bytes."""
 
-    def __init__(self, fd: int, on_line: Callable[[bytes], bool | None], limit: int, *, stops_run: bool):
+    def __init__(self, fd: int, on_line: Callable[[bytes], bool | None], limit: int, *, stops_run: bool,
+                 line_limit: Callable[[], int] | None = None):
         self.fd, self.on_line, self.limit, self.stops_run = fd, on_line, limit, stops_run
+        self.line_limit = line_limit  # an unfinished line longer than this goes to on_line as it is
         self.buffer = bytearray()
         self.total = 0
         self.stopped = False  # the callback (or the byte limit) ended the run
@@ -903,6 +908,10 @@ class _LineReader:
                 if self.on_line(line) is False:
                     self.stopped = True
                 nl = self.buffer.find(b"\n")
+            if not self.stopped and self.line_limit is not None and len(self.buffer) > self.line_limit():
+                if self.on_line(bytes(self.buffer)) is False:  # too long to be right: judge it now
+                    self.stopped = True
+                self.buffer.clear()
 
 
 def _communicate(
