@@ -311,6 +311,10 @@ def test_wire_decoder_is_strict():
         with pytest.raises(oracle.WireError):
             oracle.decode_line(bad)
     assert oracle.decode_line(b'[0,0,{"h":"-0x10"}]')[2] == -16
+    colliding = ",".join(str(i * (2**61 - 1)) for i in range(1, 5000)).encode()  # every one hashes to 0
+    with pytest.raises(oracle.WireError, match="colliding"):
+        oracle.decode_line(b'[0,0,{"s":[' + colliding + b']}]')
+    assert len(oracle.decode_line(b'[0,0,{"s":[' + ",".join(map(str, range(5000))).encode() + b']}]')[2]) == 5000
     assert oracle.compare("Lt", [1], None) is False  # TypeError in the assert too: the test fails
 
 
