@@ -39,6 +39,7 @@ def cmd_grade(set_name: str, problem_id: str, mode: str, data_dir: str | None, e
         raise UserError(f"unknown mode {mode!r}: pass --mode with one of {', '.join(ALL_MODES)}")
     from evilmoe.env.problems import load_problem_set  # the problem sets live with helper "problems"
 
+    sandbox.check_required_layers()  # as GradingPool does: a missing required layer is an error
     problem = load_problem_set(set_name, data_dir).by_id(problem_id)
     response = _read_response(response_file)
     g = grade(response, problem, mode, eval_markers=eval_markers)
