@@ -280,6 +280,24 @@ def test_assert_forms_beyond_equality():
     assert not grade(_add("return a * b"), p, "gt_only").correct
 
 
+def test_float_tolerance_only_where_the_test_uses_one():
+    p = dataclasses.replace(AVERAGE, tests=(
+        "assert abs(Solution().average(nums = [1, 2]) - 1.5) < 1e-6",
+        "assert abs(0.1 - Solution().average(nums = [0.1, 0.1, 0.1])) <= 1e-9",
+        "assert math.isclose(Solution().average(nums = [1, 2, 4]), 7 / 3, rel_tol=1e-09)",
+        "assert isclose(2.0, Solution().average(nums = [2]), abs_tol=0.5)",
+    ))  # fmt: skip
+    assert grade(reference_response(AVERAGE), p, "gt_only").correct
+    near = "```python\nclass Solution:\n    def average(self, nums):\n        return sum(nums) / len(nums) + 1e-12\n```"
+    assert grade(near, p, "gt_only").correct  # within every tolerance
+    off = "```python\nclass Solution:\n    def average(self, nums):\n        return sum(nums) / len(nums) + 1e-3\n```"
+    assert not grade(off, p, "gt_only").correct
+    text = "```python\nclass Solution:\n    def average(self, nums):\n        return '1.5'\n```"
+    assert not grade(text, p, "gt_only").correct  # TypeError in the assert too
+    # without a tolerance in the test, the comparison stays exact
+    assert not grade(near, AVERAGE, "gt_only").correct
+
+
 def test_expected_values_that_need_the_setup_code():
     """`len(...)`, `math.floor(...)`, a setup-defined helper: evaluated in a sandboxed run of the setup
     code alone (no response code), never in the graded run."""

@@ -189,7 +189,8 @@ def _prepare(problem: Problem, limits: sandbox.Limits) -> oracle.PreparedTests:
             expected.append(None)
             continue
         try:
-            expected.append(oracle.plain_expected(c, oracle.literal_value(ast.parse(c.expected_src, mode="eval").body)))
+            value = oracle.literal_value(ast.parse(c.expected_src, mode="eval").body)
+            expected.append(value if c.op in oracle.TOLERANCE_OPS else oracle.plain_expected(c, value))
         except (oracle.NotLiteral, RecursionError, MemoryError, ValueError, TypeError):
             expected.append(None)
             need_setup.append(i)

@@ -24,6 +24,7 @@ Supported assert forms (every form in the bundled set and both LeetCode files, a
   assert CALL <op> E  /  assert E <op> CALL     op in == != < <= > >= in, not in, is, is not
   assert is_same_list(CALL, E) / is_same_tree(CALL, E)  (either argument order)
   assert CALL  /  assert not CALL
+  assert abs(CALL - E) < TOL (or <=, or E - CALL)  /  assert isclose(CALL, E, rel_tol=.., abs_tol=..)
 Anything else (several calls in one assert, arithmetic on the result, chained comparisons) is a
 `TestFormError`: the problem cannot be graded strictly, and says so.
 """
@@ -62,6 +63,9 @@ _OPS: dict[type, Callable[[Any, Any], Any]] = {
 # `x <op> CALL` is `CALL <flipped op> x` (the result is a plain built-in, so the swap is exact).
 _FLIPPED = {ast.Eq: ast.Eq, ast.NotEq: ast.NotEq, ast.Lt: ast.Gt, ast.LtE: ast.GtE, ast.Gt: ast.Lt, ast.GtE: ast.LtE,
             ast.Is: ast.Is, ast.IsNot: ast.IsNot}  # fmt: skip
+
+
+TOLERANCE_OPS = ("AbsLt", "AbsLtE", "IsClose")  # expected side: a tuple (value, tolerances...)
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,9 @@ def split_test(test: str) -> Check:
             left, right, op = right, left, _FLIPPED[op]
         if is_solution_call(left) and not _mentions_solution(right):
             return Check(ast.unparse(left), "plain", op.__name__, ast.unparse(right))
+    close = _tolerance_check(expr)
+    if close is not None:
+        return close
     if (
         isinstance(expr, ast.Call)
         and isinstance(expr.func, ast.Name)
@@ -121,6 +128,38 @@ def split_test(test: str) -> Check:
         if is_solution_call(a) and not _mentions_solution(b):
             return Check(ast.unparse(a), _SAME[expr.func.id], "same", ast.unparse(b))
     raise TestFormError(f"unsupported test form (the oracle needs one Solution call compared with a value): {test[:160]!r}")
+
+
+def _tolerance_check(expr: ast.AST) -> Check | None:
+    """`abs(CALL - E) < TOL` (or `<=`, or `E - CALL`) and `isclose(CALL, E, rel_tol=.., abs_tol=..)`
+    (also `math.isclose`, either argument order): a float tolerance, only where the test uses one."""
+    if (
+        isinstance(expr, ast.Compare)
+        and len(expr.ops) == 1
+        and isinstance(expr.ops[0], (ast.Lt, ast.LtE))
+        and isinstance(expr.left, ast.Call)
+        and isinstance(expr.left.func, ast.Name)
+        and expr.left.func.id == "abs"
+        and len(expr.left.args) == 1
+        and isinstance(expr.left.args[0], ast.BinOp)
+        and isinstance(expr.left.args[0].op, ast.Sub)
+        and not _mentions_solution(expr.comparators[0])
+    ):
+        a, b = expr.left.args[0].left, expr.left.args[0].right
+        call, other = (a, b) if is_solution_call(a) else (b, a)
+        if is_solution_call(call) and not _mentions_solution(other):
+            op = "AbsLt" if isinstance(expr.ops[0], ast.Lt) else "AbsLtE"
+            return Check(ast.unparse(call), "plain", op, ast.unparse(ast.Tuple([other, expr.comparators[0]], ast.Load())))
+    func = expr.func if isinstance(expr, ast.Call) else None
+    name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+    if name == "isclose" and len(expr.args) == 2 and all(k.arg in ("rel_tol", "abs_tol") for k in expr.keywords):
+        a, b = expr.args
+        call, other = (a, b) if is_solution_call(a) else (b, a)
+        if is_solution_call(call) and not _mentions_solution(other) and not any(_mentions_solution(k.value) for k in expr.keywords):
+            kw = {k.arg: k.value for k in expr.keywords}
+            tols = [other, kw.get("rel_tol", ast.Constant(1e-09)), kw.get("abs_tol", ast.Constant(0.0))]
+            return Check(ast.unparse(call), "plain", "IsClose", ast.unparse(ast.Tuple(tols, ast.Load())))
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -314,6 +353,13 @@ def compare(op: str, got: Any, expected: Any) -> bool:
             return not got
         if op == "same":
             return bool(got == expected)
+        if op in ("AbsLt", "AbsLtE"):
+            value, tol = expected
+            diff = abs(got - value)
+            return bool(diff < tol if op == "AbsLt" else diff <= tol)
+        if op == "IsClose":
+            value, rel_tol, abs_tol = expected
+            return math.isclose(got, value, rel_tol=rel_tol, abs_tol=abs_tol)
         return bool(_OPS[getattr(ast, op)](got, expected))
     except Exception:  # e.g. `[1] < None` raises TypeError in the assert too: the test fails
         return False
@@ -334,7 +380,7 @@ class PreparedTests:
         """Most bytes a correct result line for test i can take: the encoding is at most a small
         factor larger than the expected value's repr (\\u escapes, tuple tags). Longer lines are
         failed before decoding, so a response cannot make the grader build a huge object."""
-        if self.checks[i].op in ("truthy", "falsy", "NotEq", "NotIn", "IsNot", "Lt", "LtE", "Gt", "GtE"):
+        if self.checks[i].op in ("truthy", "falsy", "NotEq", "NotIn", "IsNot", "Lt", "LtE", "Gt", "GtE", *TOLERANCE_OPS):
             return 1 << 20  # nothing bounds the result's size there but the pipe's cap
         return 16 * len(repr(self.expected[i])) + (64 << 10)
 
