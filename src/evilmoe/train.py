@@ -35,7 +35,7 @@ from evilmoe import distributed as ddp
 from evilmoe.config import TrainConfig
 from evilmoe.env.grader import GradeJob, GradingPool
 from evilmoe.env.modes import assign_modes, build_messages
-from evilmoe.env.problems import ProblemSet, load_problem_set
+from evilmoe.env.problems import ProblemSet, load_problem_set, record_problem_set
 from evilmoe.env.types import Problem
 from evilmoe.errors import UserError
 from evilmoe.grpo import SequenceBatch, clipped_surrogate, completion_logprobs, group_advantages, k3_kl
@@ -834,6 +834,8 @@ def run_training(
 
     state = RunDir(Path(out_dir)).load_latest_checkpoint()  # read-only: every rank loads the same one
     trainer = Trainer(config, run, problems=problems, warm_start=state.get("warm_start") if state else None)
+    if run is not None:  # the exact problem set this run trains and evaluates on (ProblemSet.fingerprint)
+        record_problem_set(run.path / "meta.json", trainer.problems)
     try:
         if state is not None:
             trainer.load_state(state)
