@@ -39,22 +39,11 @@ from evilmoe.env.problems import ProblemSet, load_problem_set
 from evilmoe.env.types import Problem
 from evilmoe.errors import UserError
 from evilmoe.grpo import SequenceBatch, clipped_surrogate, completion_logprobs, group_advantages, k3_kl
-from evilmoe.lora2r import Lora2rAdapter, Lora2rConfig, attach_lora2r, moe_control, vgrout_control
+from evilmoe.lora2r import Lora2rAdapter, Lora2rConfig, attach_lora2r
 from evilmoe.models import chat_prompt, end_of_turn_ids, load_model
 from evilmoe.pairs import Pair, load_pairs
 from evilmoe.rollouts import HFSampler, SamplingConfig, build_batch, decode_completion, encode_completion, encode_prompts
-from evilmoe.router import (
-    HackRouter,
-    RouteAScoreBuffer,
-    auroc,
-    haar_direction,
-    load_balance_loss,
-    pin_loss,
-    pooled_features,
-    routeA_scores,
-    separation_report,
-    v_act_from_pooled,
-)
+from evilmoe.routing import Arm, PairProbe, Routing, make_arm, mean_or_none
 from evilmoe.runs import RunDir
 from evilmoe.seeding import derive_seed
 from evilmoe.teacher import POOL_MODE, TeacherPool, make_demo
@@ -86,19 +75,6 @@ def resolve_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
 def step_seed(seed: int, step: int, purpose: int) -> int:
     """Independent, reproducible seed per (run seed, step, purpose): resume needs no RNG state."""
     return derive_seed(seed, step, purpose)
-
-
-def diagnostic_auroc(scores: list[float], labels: list[bool]) -> float | None:
-    """AUROC of scores as a detector of the True labels; None while the batch lacks either class."""
-    pos = [s for s, y in zip(scores, labels) if y]
-    neg = [s for s, y in zip(scores, labels) if not y]
-    if not pos or not neg:
-        return None
-    return auroc(torch.tensor(pos), torch.tensor(neg))
-
-
-def mean_or_none(values: list[float]) -> float | None:
-    return float(np.mean(values)) if values else None
 
 
 WEIGHT_STATS = ("is_weight_mean", "is_capped_frac")  # logged per step with ratio_against=routed
@@ -171,21 +147,9 @@ class Trainer:
         self.sampler = self._make_sampler()
         self.sampling = SamplingConfig(config.temperature, config.top_p, config.top_k, config.max_new_tokens)
 
-        # routing state
-        self.pair_batches = self._encode_pairs()
-        self.v_act: Tensor = self._initial_direction()
-        self.router: HackRouter | None = None
-        self.route_buffer: RouteAScoreBuffer | None = None
-        if config.arm.startswith("moe"):
-            self.router = HackRouter(self.v_act.clone()).to(self.device)
-            self.router.set_center(self.initial_pair_mean)
-        if config.arm.startswith("routeA"):
-            self.route_buffer = RouteAScoreBuffer(
-                capacity=config.route_buffer_size,
-                half_life=config.route_half_life,
-                tail_q=config.route_tail_q,
-                warmup=config.route_warmup,
-            )
+        # routing: the pairs, and the arm the config names (evilmoe.arms registers them)
+        self.probe = PairProbe(self.model, self.adapter, *self._encode_pairs(), microbatch=config.microbatch, device=self.device)
+        self.arm: Arm = make_arm(config, self.probe)
 
         self.optimizer = self._make_optimizer()
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
@@ -304,64 +268,20 @@ class Trainer:
         merge_deltas(self.model, saved["deltas"])
         return saved
 
-    def _encode_pairs(self) -> dict[str, SequenceBatch]:
+    def _encode_pairs(self) -> tuple[SequenceBatch, SequenceBatch]:
         """Tokenize the pairs once: hack sides and clean sides as two batches (same prompts)."""
         prompts = [chat_prompt(self.tokenizer, pair.messages()) for pair in self.pairs]
         ids, mask = encode_prompts(self.tokenizer, prompts, self.device)
         stop = self.stop_ids[0]
-        out = {}
-        for side in ("hack", "clean"):
-            completions = [encode_completion(self.tokenizer, getattr(pair, side), stop) for pair in self.pairs]
-            out[side] = build_batch(ids, mask, completions, self.tokenizer.pad_token_id)
-        return out
-
-    def _pooled(self, batch: SequenceBatch) -> Tensor:
-        """No-grad pooled deployed-block bottleneck activations [N, D] (current adapter state)."""
-        return pooled_features(
-            self.model,
-            self.adapter,
-            batch.input_ids,
-            batch.attention_mask,
-            batch.full_completion_mask(),
-            batch_size=self.config.microbatch,
-        ).to(self.device)
-
-    def _pair_features(self, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Pooled features of the hack and clean sides of the pairs (all, or the given rows)."""
-        hack, clean = self.pair_batches["hack"], self.pair_batches["clean"]
-        if rows is not None:
-            hack, clean = hack.rows(rows).trimmed(), clean.rows(rows).trimmed()
-        return self._pooled(hack), self._pooled(clean)
-
-    def _pin_rows(self, step: int) -> Tensor | None:
-        """This step's pairs for the pin loss: all of them, or a seeded sample of pin_batch."""
-        n, k = len(self.pairs), self.config.pin_batch
-        if k == 0 or k >= n:
-            return None
-        chosen = random.Random(step_seed(self.config.seed, step, 4)).sample(range(n), k)
-        return torch.tensor(sorted(chosen), device=self.device)
-
-    def extract_v_act(self) -> tuple[Tensor, dict[str, float], Tensor]:
-        """v_act from the pairs with the quarantine ablated (forward only): (v_act, separation report,
-        the mean pair feature, which the router uses as its center)."""
-        with self.adapter.ablate_quarantine():
-            hack, clean = self._pair_features()
-        v = v_act_from_pooled(hack, clean, self.adapter.n_modules, self.adapter.rank)
-        report = separation_report(routeA_scores(hack, v), routeA_scores(clean, v))
-        return v, report, torch.cat([hack, clean]).mean(dim=0)
-
-    def _initial_direction(self) -> Tensor:
-        """The real hack direction, or a Haar-random one for the placebo arms."""
-        # at init the quarantine is exactly its init, so these features are also the live ones
-        v, self.initial_separation, self.initial_pair_mean = self.extract_v_act()
-        if self.config.arm.endswith("placebo"):
-            return haar_direction(self.adapter.n_modules, self.adapter.rank, seed=step_seed(self.config.seed, 0, 7)).to(self.device)
-        return v
+        hack, clean = (
+            build_batch(ids, mask, [encode_completion(self.tokenizer, getattr(pair, side), stop) for pair in self.pairs], self.tokenizer.pad_token_id)
+            for side in ("hack", "clean")
+        )
+        return hack, clean
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         groups: list[dict[str, Any]] = [{"params": list(self.adapter.parameters()), "lr": self.config.lr, "name": "adapter"}]
-        if self.router is not None:
-            groups.append({"params": list(self.router.parameters()), "lr": self.config.router_lr, "name": "router"})
+        groups += self.arm.param_groups()
         return torch.optim.AdamW(groups, weight_decay=self.config.weight_decay)
 
     def _lr_factor(self, step: int) -> float:
@@ -482,38 +402,14 @@ class Trainer:
         the rollouts having been sampled with the expert fully on.
         """
         cfg = self.config
-        # none (quarantine untrained, so zero) and absorb (quarantine always on) train the very
-        # forward they sampled with: the routed log-probs are the sampling ones, the weights 1
-        if cfg.ratio_against == "sampling" or cfg.arm in ("none", "absorb"):
+        # arms that train the very forward they sampled with (e.g. a fixed keep or absorb mask): the
+        # routed log-probs are the sampling ones, the weights 1
+        if cfg.ratio_against == "sampling" or self.arm.trains_sampling_forward:
             return sampling_logp, None
         routed = logp_new.detach()
         if not cfg.importance_weight_cap:
             return routed, None
         return routed, torch.exp(routed - sampling_logp).clamp(max=cfg.importance_weight_cap)
-
-    def route(self, features: Tensor, step: int) -> dict[str, Any]:
-        """Per-rollout routing decision for the arm. Returns the pieces the update needs.
-
-        `features` are the whole step's (every rank's rows, in global order), so the routeA buffer,
-        its thresholds and the labels are the same on every rank and the same as in one process.
-        """
-        arm = self.config.arm
-        n = features.shape[0]
-        ones, zeros = torch.ones(n, device=self.device), torch.zeros(n, device=self.device)
-        if arm == "none":
-            return {"labels": ["keep"] * n, "quarantine_weight": zeros, "deployed_grad_scale": ones}
-        if arm == "absorb":
-            return {"labels": ["absorb"] * n, "quarantine_weight": ones, "deployed_grad_scale": ones}
-        if arm.startswith("routeA"):
-            assert self.route_buffer is not None
-            # the current batch joins the run-spanning buffer first, so it counts towards the thresholds
-            self.route_buffer.add(features, step)
-            scores = routeA_scores(features, self.v_act)
-            labels = self.route_buffer.classify(scores, self.v_act, step)
-            q, g = vgrout_control(labels)
-            return {"labels": labels, "scores": scores, "quarantine_weight": q.to(self.device), "deployed_grad_scale": g.to(self.device)}
-        # moe arms: the router's w is computed per microbatch in `update` (it needs autograd)
-        return {"labels": None}
 
     def update(
         self,
@@ -523,7 +419,7 @@ class Trainer:
         logp_old: Tensor,
         features: Tensor,
         logp_ref: Tensor | None,
-        routing: dict[str, Any],
+        routing: Routing,
     ) -> dict[str, Any]:
         """Masked forward + backward over the live rollouts, pin loss, clip, optimizer step.
 
@@ -550,11 +446,7 @@ class Trainer:
             idx = live_idx[start : start + cfg.microbatch]
             part = batch.rows(idx).trimmed()
             width = part.completion_mask.shape[1]
-            if self.router is not None:
-                w = self.router(local_features[idx])
-                q, g = moe_control(w, cfg.hard_detach_threshold)
-            else:
-                q, g = routing["quarantine_weight"][mine][idx], routing["deployed_grad_scale"][mine][idx]
+            q, g = self.arm.control(routing, local_features[idx], idx + mine.start)
             # backward inside the control: gradient checkpointing re-runs the forward during backward
             with self.adapter.row_control(q, g):
                 logp_new = completion_logprobs(self.model, part, temperature=cfg.temperature)
@@ -579,24 +471,11 @@ class Trainer:
         ddp.all_reduce_grads(params)
         deployed_sq, quarantine_sq = self.adapter.block_grad_sq_norms()
 
-        # router-only terms: the pin loss on the pairs (every step) and optional load balancing
-        router_stats: dict[str, Any] = {}
-        if self.router is not None:
-            hack_f, clean_f = self._pair_features(self._pin_rows(step))
-            # the features drift as the deployed block trains: track their mean (EMA) for the cosine
-            m = cfg.center_momentum
-            self.router.set_center(m * self.router.center + (1 - m) * torch.cat([hack_f, clean_f]).mean(dim=0))
-            pin, pin_acc = pin_loss(self.router, hack_f, clean_f)
-            router_loss = (0.0 if cfg.arm == "moe-nopin" else cfg.pin_coef) * pin
-            if cfg.load_balance_coef > 0 and bool(live.any()):
-                router_loss = router_loss + cfg.load_balance_coef * load_balance_loss(self.router(features[live]), cfg.load_balance_target)
-            if torch.is_tensor(router_loss) and router_loss.requires_grad:
-                router_loss.backward()
-            router_stats = {"pin_loss": float(pin.detach()), "pin_acc": float(pin_acc)}
-            with torch.no_grad():  # w of every rollout (also skipped groups), for diagnostics only
-                w_all = self.router(features).float().cpu()
-        else:
-            w_all = torch.full((len(features),), float("nan"))
+        # the arm's router-only terms (the learned router's pin loss and optional load balancing)
+        router = self.arm.router_loss(step, features, live)
+        if router.loss is not None and router.loss.requires_grad:
+            router.loss.backward()
+        w_all = self.arm.rollout_weights(features)
 
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
         if not math.isfinite(grad_norm):
@@ -604,7 +483,9 @@ class Trainer:
                 f"step {step}: non-finite gradient norm ({grad_norm}; deployed {math.sqrt(deployed_sq)}, "
                 f"quarantine {math.sqrt(quarantine_sq)}); not applying the update"
             )
-        if bool(live.any()) or self.router is not None:  # global: every rank takes the same branch
+        # global: every rank takes the same branch; an arm with parameters of its own trains them on
+        # its router-only loss every step, live groups or not
+        if bool(live.any()) or self.arm.param_groups():
             self.optimizer.step()
             self.refresh_sampler()
         self.schedule.step()
@@ -624,15 +505,13 @@ class Trainer:
             # means over every rank's microbatches (with N ranks the microbatches are cut differently)
             **{k: mean_or_none([x for p in parts for x in p[1][k] if x is not None]) for k in ("clip_frac", "dual_clip_frac", "ratio_mean", *WEIGHT_STATS)},
             "ratio_max": max((x for p in parts for x in p[1]["ratio_max"]), default=None),
-            **router_stats,
+            "router_stats": router.stats,
         }
 
     def train_step(self, step: int) -> dict[str, Any]:
         t_start = time.perf_counter()
         cfg = self.config
-        if cfg.arm == "routeA" and cfg.vact_refresh_every and step > 0 and step % cfg.vact_refresh_every == 0:
-            self.v_act, _, _ = self.extract_v_act()
-            ddp.broadcast_tensors_([self.v_act])  # every rank computed it; rank 0's makes it bit-identical
+        self.arm.begin_step(step)
         data = self.collect(step)
         t_gen = time.perf_counter()
         logp_old, features, logp_ref = self._behaviour_pass(data["batch"])
@@ -640,7 +519,7 @@ class Trainer:
         grades = data["grading"].result()
         t_grade = time.perf_counter()
         features = ddp.all_gather_rows(features)  # the whole step's, in global row order
-        routing = self.route(features, step)
+        routing = self.arm.decide(features, step)
         out = self.update(step, data, grades, logp_old, features, logp_ref, routing)
         t_end = time.perf_counter()
 
@@ -674,7 +553,7 @@ class Trainer:
             "completion_tokens": [n for p in parts for n in p[2]],
         }, [g for p in parts for g in p[3]]
 
-    def _step_metrics(self, step: int, data: dict[str, Any], grades: list, routing: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+    def _step_metrics(self, step: int, data: dict[str, Any], grades: list, routing: Routing, out: dict[str, Any]) -> dict[str, Any]:
         policy = [i for i, s in enumerate(data["sources"]) if s == "policy"]
         hacked = [bool(grades[i].hacked) for i in range(len(grades))]
         w = out["w"].tolist()
@@ -692,29 +571,13 @@ class Trainer:
             "mean_completion_tokens": float(np.mean(data["completion_tokens"])),
             **{k: out[k] for k in ("grad_norm", "grad_norm_deployed", "grad_norm_quarantine", "quarantine_update_share", "kl", "clip_frac", "dual_clip_frac", "ratio_mean", "ratio_max", *WEIGHT_STATS)},
         }
-        if self.router is not None:
-            # diagnostics only: grader flags never enter routing
-            m["w_hacked"] = mean_or_none([w[i] for i in range(len(w)) if hacked[i]])
-            m["w_clean"] = mean_or_none([w[i] for i in range(len(w)) if not hacked[i]])
-            m["w_auroc"] = diagnostic_auroc(w, hacked)
-            # the same on the policy's own (live) rollouts only: teacher demos are half hacks by
-            # construction, so the all-rows numbers mostly say where the demos went
-            m["w_live_hacked"] = mean_or_none([w[i] for i in policy if hacked[i]])
-            m["w_live_clean"] = mean_or_none([w[i] for i in policy if not hacked[i]])
-            m["pin_loss"], m["pin_acc"] = out["pin_loss"], out["pin_acc"]
-            m["router_scale"] = float(self.router.scale.detach())
-            m["router_bias"] = float(self.router.bias.detach())
-        if routing.get("labels") is not None and self.config.arm.startswith("routeA"):
-            labels = routing["labels"]
-            for zone in ("keep", "absorb", "route"):
-                m[f"zone_{zone}"] = labels.count(zone) / len(labels)
-            scores = routing["scores"].tolist()
-            m["score_auroc"] = diagnostic_auroc(scores, hacked)
+        # the arm's diagnostics: the only place grader flags meet routing (they never enter it)
+        m.update(self.arm.step_metrics(routing, w, hacked, policy, out["router_stats"]))
         return m
 
-    def _rollout_rows(self, data: dict[str, Any], grades: list, routing: dict[str, Any], out: dict[str, Any]) -> list[dict[str, Any]]:
+    def _rollout_rows(self, data: dict[str, Any], grades: list, routing: Routing, out: dict[str, Any]) -> list[dict[str, Any]]:
         g = self.config.group_size
-        labels = routing.get("labels")
+        labels = routing.labels
         return [
             {
                 "problem_id": data["problems"][i // g].id,
@@ -735,24 +598,18 @@ class Trainer:
         return {
             "step": self.step,
             "adapter": self.adapter.state_dict(),
-            "router": self.router.state_dict() if self.router is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
-            "v_act": self.v_act.cpu(),
-            "route_buffer": self.route_buffer.state_dict() if self.route_buffer is not None else None,
             "warm_start": self.warm_start,
+            **self.arm.state_dict(),  # v_act, router, route_buffer
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.adapter.load_state_dict(state["adapter"])
         self.refresh_sampler()
-        if self.router is not None:
-            self.router.load_state_dict(state["router"])
+        self.arm.load_state_dict(state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
-        self.v_act = state["v_act"].to(self.device)
-        if self.route_buffer is not None:
-            self.route_buffer.load_state_dict(state["route_buffer"])
         self.step = state["step"]
 
     def close(self) -> None:
@@ -816,7 +673,7 @@ def run_training(
             run.append_metrics(
                 {
                     "step": -1,
-                    "initial_v_act_separation": trainer.initial_separation,
+                    "initial_v_act_separation": trainer.arm.initial_separation,
                     "warm_start_losses": trainer.warm_start["losses"] if trainer.warm_start else None,
                     "dropped_long_prompts": trainer.dropped_long_prompts,
                     "prompt_width": trainer.prompt_width,
