@@ -23,10 +23,9 @@ import torch
 
 from evilmoe import distributed as ddp
 from evilmoe.env.grader import GradeJob, GradingPool
-from evilmoe.env.modes import assign_modes, build_messages
+from evilmoe.env.modes import assign_modes
 from evilmoe.env.types import Grade, Problem
-from evilmoe.models import chat_prompt
-from evilmoe.rollouts import SamplingConfig, decode_completion, encode_prompts
+from evilmoe.policy import Policy
 from evilmoe.seeding import derive_seed
 
 Z95 = 1.959963984540054
@@ -85,15 +84,12 @@ def make_eval_sets(config, problem_set, *, split: str, n_heldout: int, n_train: 
     return sets
 
 
-def _generate(trainer, prompts: list[str], seeds: list[int], sampling: SamplingConfig, rows_per_batch: int) -> list[str]:
+def _generate(policy: Policy, prompts: list[str], seeds: list[int], rows_per_batch: int) -> list[str]:
     """One completion per prompt, chunk c sampled with seeds[c]; each rank samples its share of the
     chunks (a chunk's samples depend only on its rows and seed, so the union is one process's)."""
     texts: list[str] = []
     for chunk, seed in ddp.shard(list(zip(range(0, len(prompts), rows_per_batch), seeds))):
-        part = prompts[chunk : chunk + rows_per_batch]
-        ids, mask = encode_prompts(trainer.tokenizer, part, trainer.device)
-        for tokens in trainer.sampler.sample(ids, mask, sampling, seed=seed):
-            texts.append(decode_completion(trainer.tokenizer, tokens))
+        texts.extend(policy.sample_texts(prompts[chunk : chunk + rows_per_batch], seed=seed))
     return ddp.all_gather_concat(texts)
 
 
@@ -112,14 +108,14 @@ def _summarise(grades: list[Grade], modes: list[str]) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def deploy_ablation(trainer, eval_set: EvalSet, *, samples: int, seed: int, rows_per_batch: int = 64, keep_texts: bool = False) -> dict[str, Any]:
-    """Generate with the hack expert ON and OFF on the same prompts and seeds; grade both."""
-    cfg = trainer.config
-    sampling = SamplingConfig(cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens)
+def deploy_ablation(
+    policy: Policy, pool: GradingPool, eval_set: EvalSet, *, samples: int, seed: int, rows_per_batch: int = 64, keep_texts: bool = False
+) -> dict[str, Any]:
+    """Generate with the hack expert ON and OFF on the same prompts and seeds; grade both in `pool`."""
     prompts, modes, problems = [], [], []
     for p in eval_set.problems:
         mode = eval_set.modes[p.id]
-        text = chat_prompt(trainer.tokenizer, build_messages(p, mode, eval_markers=eval_set.eval_markers))
+        text = policy.chat_prompt(p, mode, eval_markers=eval_set.eval_markers)
         for _ in range(samples):
             prompts.append(text)
             modes.append(mode)
@@ -127,12 +123,11 @@ def deploy_ablation(trainer, eval_set: EvalSet, *, samples: int, seed: int, rows
     n_chunks = math.ceil(len(prompts) / rows_per_batch)
     seeds = [derive_seed(seed, 99, c) for c in range(n_chunks)]
 
-    texts_on = _generate(trainer, prompts, seeds, sampling, rows_per_batch)
-    with trainer.deployed():
-        texts_off = _generate(trainer, prompts, seeds, sampling, rows_per_batch)
+    texts_on = _generate(policy, prompts, seeds, rows_per_batch)
+    with policy.deployed():
+        texts_off = _generate(policy, prompts, seeds, rows_per_batch)
 
     jobs = [GradeJob(t, p, m, eval_set.eval_markers) for t, p, m in zip(texts_on + texts_off, problems + problems, modes + modes)]
-    pool: GradingPool = trainer.pool
     grades = ddp.all_gather_concat(pool.grade_many(ddp.shard(jobs)))
     on, off = grades[: len(prompts)], grades[len(prompts) :]
 
