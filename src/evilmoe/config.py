@@ -149,12 +149,32 @@ class TrainConfig:
     """vGROUT teacher pool folder (prompt_NNNN.jsonl.gz) for teacher_source=pool."""
     teacher_hack_frac: float = 0.5
     """Share of demonstrations that are hacks (the rest are clean reference solutions)."""
+
+    # --- capability warm start and the training split (evilmoe.splits, evilmoe.warmstart) -----
     warm_start_steps: int = 0
-    """Supervised steps on demonstrations merged into the base weights before the adapter (0 = off)."""
+    """Supervised steps on demonstrations merged into the base weights before the RL adapter
+    (0 = off). Trained once per (model, problems, warm-start settings) and cached by content hash."""
     warm_start_lr: float = 1e-4
     """Learning rate of the warm-start phase."""
     warm_start_hack_frac: float = 0.5
-    """Share of hack demonstrations in the warm-start data."""
+    """Share of hack demonstrations in the warm-start data (0 = a capability warm start on the
+    reference solutions only)."""
+    warm_start_batch: int = 16
+    """Problems per warm-start step."""
+    warm_start_seed: int = 0
+    """Seed of the warm start (its adapter init and problem draws), separate from `seed`: one warm
+    start is shared by every arm and seed of an experiment."""
+    warm_start_families: float = 1.0
+    """Share of the training families the warm start trains on (a fixed split by family name). Below
+    1, RL trains on the other families only, so what RL lifts there is not what the warm start
+    memorised; 1 = the warm start and RL see the same families."""
+    warm_start_cache: str | None = None
+    """Folder of cached warm starts (default: $EVILMOE_CACHE or ~/.cache/evilmoe, then warm-starts/);
+    'none' trains the warm start in every run and caches nothing."""
+    skill_holdout: float = 0.0
+    """Share of each RL family's problems held out of training (a fixed split by id) and evaluated
+    loophole-free as the `skill` set: unseen variants of the tasks RL trains on, in gt_only mode (no
+    hint, only true correctness pays). 0 = no skill set."""
 
     # --- evaluation and run bookkeeping --------------------------------------------------------
     eval_every: int = 0
@@ -167,6 +187,13 @@ class TrainConfig:
     """Samples per eval problem (same seeds ON and OFF)."""
     eval_split: str = "test"
     """Held-out split of the final eval: test | validation."""
+    eval_loophole_free: bool = False
+    """Also evaluate the held-out problems loophole-free (all in gt_only mode) as the `heldout_clean`
+    set: capability where hacking is impossible."""
+    eval_start: bool = False
+    """Evaluate the starting model (after any warm start, before RL; ON = OFF there) on the final
+    eval's sets, prompts and seeds: eval_start.json, the baseline of every lift. Cached with the
+    warm start, so the arms and seeds of an experiment share one."""
     checkpoint_every: int = 5
     """Checkpoint every N steps (and at the end); a restarted run resumes from the last one."""
     save_rollouts: bool = True
@@ -236,6 +263,14 @@ class TrainConfig:
             raise UserError(f"pin_batch must be >= 0 (got {self.pin_batch})")
         if not 0 <= self.center_momentum < 1:
             raise UserError(f"center_momentum must be in [0, 1) (got {self.center_momentum})")
+        if self.warm_start_steps < 0 or self.warm_start_batch <= 0 or self.warm_start_lr <= 0:
+            raise UserError("warm_start_steps must be >= 0, warm_start_batch and warm_start_lr > 0")
+        if not 0 < self.warm_start_families <= 1:
+            raise UserError(f"warm_start_families must be in (0, 1] (got {self.warm_start_families})")
+        if self.warm_start_families < 1 and self.warm_start_steps == 0:
+            raise UserError("warm_start_families < 1 splits the families between a warm start and RL: set warm_start_steps > 0")
+        if not 0 <= self.skill_holdout < 1:
+            raise UserError(f"skill_holdout must be in [0, 1) (got {self.skill_holdout})")
         if self.kl_coef < 0 or self.pin_coef < 0 or self.load_balance_coef < 0:
             raise UserError("kl_coef, pin_coef and load_balance_coef must be >= 0")
 
@@ -310,6 +345,33 @@ PRESETS: dict[str, dict[str, Any]] = {
         microbatch=64,
         teacher_per_group=2,
         eval_every=0,
+        eval_problems=0,
+        eval_train_problems=64,
+        eval_samples=4,
+        checkpoint_every=10,
+    ),
+    # The testbed: gpu-small after a capability warm start on half of the training families, RL on
+    # the other half (so RL has something left to teach), a skill hold-out of unseen variants of the
+    # RL families evaluated loophole-free, a KL anchor to the starting model and a lower lr for a
+    # 200-step run. See docs/results.md for what it measures.
+    "gpu-testbed": dict(
+        steps=200,
+        prompts_per_step=16,
+        group_size=8,
+        max_new_tokens=256,
+        rank=8,
+        lr=3e-4,
+        kl_coef=0.02,
+        microbatch=32,
+        teacher_per_group=2,
+        warm_start_steps=100,
+        warm_start_lr=2e-4,
+        warm_start_hack_frac=0.0,
+        warm_start_families=0.5,
+        skill_holdout=0.3,
+        eval_loophole_free=True,
+        eval_start=True,
+        eval_every=40,
         eval_problems=0,
         eval_train_problems=64,
         eval_samples=4,

@@ -67,13 +67,21 @@ class EvalSet:
     eval_markers: bool
 
 
-def make_eval_sets(config, problem_set, *, split: str, n_heldout: int, n_train: int) -> list[EvalSet]:
+def make_eval_sets(config, problem_set, *, split: str, n_heldout: int, n_train: int, skill: list[Problem] | None = None) -> list[EvalSet]:
+    """The eval sets: held-out (held-out markers), training distribution (train markers), and the
+    loophole-free ones (every problem in gt_only: only true correctness pays): `heldout_clean` (the
+    same held-out problems, when config.eval_loophole_free) and `skill` (the training split's skill
+    hold-out, evilmoe.splits)."""
     heldout = list(getattr(problem_set, split))
     if n_heldout:
         heldout = heldout[:n_heldout]
     sets = []
     if heldout:
         sets.append(EvalSet("heldout", heldout, assign_modes([p.id for p in heldout], config.modes, config.mode_seed), True))
+        if getattr(config, "eval_loophole_free", False):
+            sets.append(EvalSet("heldout_clean", heldout, {p.id: "gt_only" for p in heldout}, True))
+    if skill:
+        sets.append(EvalSet("skill", list(skill), {p.id: "gt_only" for p in skill}, False))
     if n_train:
         # a fixed, seed-independent slice of the training problems (same for every arm and seed)
         train = sorted(problem_set.train, key=lambda p: p.id)
@@ -176,7 +184,7 @@ def summary_line(result: dict[str, Any]) -> str:
 
 def closing_lines(sets: dict[str, dict[str, Any]]) -> list[str]:
     """The lines every run ends with: a summary per eval set, then the causal line of the held-out set."""
-    lines = [summary_line(sets[name]) for name in ("train_dist", "heldout") if name in sets]
+    lines = [summary_line(sets[name]) for name in ("skill", "heldout_clean", "train_dist", "heldout") if name in sets]
     main = sets.get("heldout") or sets.get("train_dist")
     if main is not None:
         lines.append(f"Evil MoE causal ablation: deploy hack {fmt_rate(main['on']['hack'])} (ON) -> {fmt_rate(main['off']['hack'])} (OFF)")

@@ -29,6 +29,7 @@ from evilmoe.errors import UserError
 from evilmoe.lora2r import Lora2rAdapter, Lora2rConfig, attach_lora2r
 from evilmoe.models import chat_prompt, end_of_turn_ids, load_model
 from evilmoe.rollouts import HFSampler, SamplingConfig, decode_completion, encode_prompts
+from evilmoe.splits import TrainingSplit, split_training
 
 EVAL_ROWS_PER_BATCH = 64  # rows per generation call in evaluation (also sizes the fast sampler)
 
@@ -56,9 +57,12 @@ class Policy:
 
     problems: the run's problem set with the problems whose prompts exceed max_prompt_tokens
     dropped (the sampler's cache is sized for the longest kept prompt, `prompt_width`);
-    dropped_long_prompts counts them per split. train_modes: each training problem's mode (the
-    same partition for every arm and seed). warm_start: the merged warm start ({"deltas",
-    "losses"}) or None; checkpoints carry it so a resumed run re-merges instead of retraining.
+    dropped_long_prompts counts them per split; its `train` is what RL trains on. split: the
+    training problems' division into warm start / RL / skill hold-out (evilmoe.splits);
+    skill_problems: the skill hold-out whose prompts fit (evaluated only). train_modes: each
+    training problem's mode (the same partition for every arm and seed). warm_start: the merged
+    warm start ({"deltas", "losses", "key"}) or None; checkpoints carry it so a resumed run
+    re-merges instead of retraining.
     """
 
     def __init__(
@@ -78,6 +82,15 @@ class Policy:
             torch.set_num_threads(max(1, ddp.cores_per_rank() - 1))
         self.problems = problems
         self.train_modes = self.mode_partition(config, problems)
+        try:  # warm start / RL / skill hold-out (evilmoe.splits); without them RL gets every training problem
+            self.split: TrainingSplit = split_training(
+                problems.train,
+                warm_start=config.warm_start_steps > 0,
+                warm_start_families=config.warm_start_families,
+                skill_holdout=config.skill_holdout,
+            )
+        except ValueError as exc:
+            raise UserError(f"{config.problem_set}: {exc}") from None
 
         # model (or the one given, e.g. a benchmark's), optional warm start merged into the base,
         # then the two-block adapter
@@ -94,6 +107,13 @@ class Policy:
             Lora2rConfig(rank=config.rank, alpha=config.lora_alpha, targets=config.targets, seed=config.seed),
         )
         self.problems, self.prompt_width, self.dropped_long_prompts = self._drop_long_prompts(self.problems)
+        # from here on `problems.train` is what RL trains on; the skill hold-out is evaluated only
+        kept = {p.id for p in self.problems.train}
+        self.skill_problems = [p for p in self.split.skill if p.id in kept]
+        rl_problems = [p for p in self.split.rl if p.id in kept]
+        if not rl_problems:
+            raise UserError("every RL training problem's prompt is longer than max_prompt_tokens")
+        self.problems = dataclasses.replace(self.problems, train=rl_problems)
         self.sampler = self._make_sampler()
         self.sampling = SamplingConfig(config.temperature, config.top_p, config.top_k, config.max_new_tokens)
 
@@ -173,14 +193,15 @@ class Policy:
         checkpoint on resume rather than retrained, so a resumed run sees the same base)."""
         if self.config.warm_start_steps == 0:
             return None
-        from evilmoe.warmstart import merge_deltas, train_warm_start
+        from evilmoe.warmstart import merge_deltas, obtain_warm_start
 
         if saved is None:
-            deltas, losses = train_warm_start(
-                self.model, self.tokenizer, self.stop_ids[0], self.problems.train, self.train_modes, self.config, self.device
+            got = obtain_warm_start(
+                self.model, self.tokenizer, self.stop_ids[0], self.split.warm_start, self.train_modes,
+                self.config, self.device, self.dtype, self.split.describe(),
             )
-            saved = {"deltas": {k: v.cpu() for k, v in deltas.items()}, "losses": losses}
-            # every rank trained the same seeded warm start; rank 0's copy makes the bases bit-identical
+            saved = {"deltas": {k: v.cpu() for k, v in got["deltas"].items()}, "losses": got["losses"], "key": got["key"]}
+            # every rank trained (or loaded) the same seeded warm start; rank 0's copy makes the bases bit-identical
             ddp.broadcast_tensors_(list(saved["deltas"].values()))
         merge_deltas(self.model, saved["deltas"])
         return saved

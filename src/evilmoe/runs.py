@@ -77,8 +77,8 @@ def _git_commit() -> str | None:
 # Config fields that say how a run is executed, not what it computes: a resume may change them
 # (grading workers; rows per forward/backward, which changes only the float summation order).
 # `evilmoe decide --parallel` gives each run its share of the CPU cores, and a smaller microbatch
-# lets several runs share one GPU.
-EXECUTION_ONLY_FIELDS = ("grading_workers", "microbatch")
+# lets several runs share one GPU; the warm-start cache folder only says where a shared warm start is kept.
+EXECUTION_ONLY_FIELDS = ("grading_workers", "microbatch", "warm_start_cache")
 
 
 class RunDir:
@@ -94,6 +94,10 @@ class RunDir:
         config_path = run.path / "config.json"
         if config_path.exists():
             existing, wanted = read_json(config_path), _jsonable(config.to_dict())
+            # a field added to TrainConfig after this run was made: its default reproduces what the
+            # run did before the field existed (that is the rule for adding a field)
+            defaults = _jsonable(TrainConfig().to_dict())
+            existing = {**{k: v for k, v in defaults.items() if k not in existing}, **existing}
             for field in EXECUTION_ONLY_FIELDS:  # how the run is executed, not what it computes
                 existing.pop(field, None)
                 wanted.pop(field, None)
@@ -195,6 +199,10 @@ class RunDir:
         if not path.exists():
             raise UserError(f"{latest} points at a missing checkpoint {path}")
         return torch.load(path, map_location="cpu", weights_only=False)
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        atomic_write_json(self.path / name, obj)
+        return self.path / name
 
     def write_eval(self, obj: dict[str, Any], step: int | None = None) -> Path:
         path = self.path / "eval.json" if step is None else self.path / "eval" / f"eval_step_{step:06d}.json"

@@ -7,6 +7,7 @@ run from its checkpoint through a `Policy` (evilmoe.policy) alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -75,24 +76,38 @@ def run_training(
                     "step": -1,
                     "initial_v_act_separation": trainer.arm.initial_separation,
                     "warm_start_losses": trainer.policy.warm_start["losses"] if trainer.policy.warm_start else None,
+                    "warm_start_key": trainer.policy.warm_start.get("key") if trainer.policy.warm_start else None,
+                    "training_split": trainer.policy.split.describe() | {"skill_problems_kept": len(trainer.policy.skill_problems)},
                     "dropped_long_prompts": trainer.policy.dropped_long_prompts,
                     "prompt_width": trainer.policy.prompt_width,
                 }
             )
+        if config.eval_start and trainer.step == 0:  # every rank: the evaluation is split over them
+            start = start_evaluation(trainer.policy, trainer.pool)
+            if run is not None:
+                run.write_json("eval_start.json", start)
+                for line in start["lines"]:
+                    print(f"start: {line}")
         bar = tqdm(range(trainer.step, config.steps), initial=trainer.step, total=config.steps, disable=not (progress and main), desc=f"{config.arm}")
         for step in bar:
             metrics = trainer.train_step(step)
             trainer.step = step + 1
             if config.eval_every and trainer.step % config.eval_every == 0 and trainer.step < config.steps:
-                val_sets = make_eval_sets(config, trainer.problems, split="validation", n_heldout=config.eval_problems, n_train=0)
-                if val_sets:
-                    val = deploy_ablation(trainer.policy, trainer.pool, val_sets[0], samples=config.eval_samples, seed=step_seed(config.seed, step, 11))
-                    if run is not None:
-                        run.write_eval(val, step=trainer.step)
-                    metrics["val_hack_on"] = val["on"]["hack"]["rate"]
-                    metrics["val_hack_off"] = val["off"]["hack"]["rate"]
-                    metrics["val_solve_on"] = val["on"]["solve"]["rate"]
-                    metrics["val_solve_off"] = val["off"]["solve"]["rate"]
+                val_sets = make_eval_sets(
+                    config, trainer.problems, split="validation", n_heldout=config.eval_problems, n_train=0, skill=trainer.policy.skill_problems
+                )
+                vals = {
+                    s.name: deploy_ablation(trainer.policy, trainer.pool, s, samples=config.eval_samples, seed=step_seed(config.seed, step, 11))
+                    for s in val_sets
+                }
+                if vals and run is not None:
+                    run.write_eval({"step": trainer.step, "sets": vals}, step=trainer.step)
+                # val_* = held-out validation problems; *_clean = the same loophole-free; skill_* = the skill hold-out
+                for name, prefix in (("heldout", "val"), ("heldout_clean", "val_clean"), ("skill", "val_skill")):
+                    if name in vals:
+                        for what in ("hack", "solve"):
+                            for side in ("on", "off"):
+                                metrics[f"{prefix}_{what}_{side}"] = vals[name][side][what]["rate"]
             if run is not None:
                 run.append_metrics(metrics)
             bar.set_postfix(
@@ -132,7 +147,8 @@ def final_evaluation(policy: Policy, pool: GradingPool, run: RunDir | None, *, s
     config = policy.config
     result: dict[str, Any] = {"arm": config.arm, "seed": config.seed, "steps_trained": steps_trained, "sets": {}}
     eval_sets = make_eval_sets(
-        config, policy.problems, split=config.eval_split, n_heldout=config.eval_problems, n_train=config.eval_train_problems
+        config, policy.problems, split=config.eval_split, n_heldout=config.eval_problems,
+        n_train=config.eval_train_problems, skill=policy.skill_problems,
     )
     for eval_set in eval_sets:
         result["sets"][eval_set.name] = deploy_ablation(
@@ -151,6 +167,54 @@ def final_evaluation(policy: Policy, pool: GradingPool, run: RunDir | None, *, s
     for line in result["closing_lines"]:
         print(line)
     return result
+
+
+def start_evaluation(policy: Policy, pool: GradingPool) -> dict[str, Any]:
+    """The starting model (after any warm start, before any RL step) on the final eval's sets, prompts
+    and sampling seeds: the baseline of every lift. The adapter's delta is exactly zero here, so ON
+    and OFF are the same model (and, with the same seeds, the same samples). Cached next to the warm
+    start by a hash of everything it depends on, so the arms and seeds of one experiment share it."""
+    import hashlib
+
+    from evilmoe.evaluate import make_eval_sets
+    from evilmoe.warmstart import _locked, warm_start_cache_root
+
+    config = policy.config
+    eval_sets = make_eval_sets(
+        config, policy.problems, split=config.eval_split, n_heldout=config.eval_problems,
+        n_train=config.eval_train_problems, skill=policy.skill_problems,
+    )
+    seed = step_seed(config.mode_seed, 0, 13)  # the final eval's seed
+    spec = {
+        "warm_start": policy.warm_start["key"] if policy.warm_start else None,
+        "model": config.model, "device": policy.device.type, "dtype": str(policy.dtype), "sampler": type(policy.sampler).__name__,
+        "sampling": [config.temperature, config.top_p, config.top_k, config.max_new_tokens],
+        "samples": config.eval_samples, "seed": seed,
+        "sets": [[s.name, s.eval_markers, [[p.id, s.modes[p.id]] for p in s.problems]] for s in eval_sets],
+    }
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
+    root = warm_start_cache_root(config)
+    cached = root / "start-evals" / f"{digest}.json" if root is not None else None
+    if cached is None:
+        return _evaluate_start(policy, pool, eval_sets, seed, digest)
+    # parallel runs of one experiment wait for the first to evaluate (one process: no rank split)
+    lock = _locked(cached.parent / f".{digest}") if ddp.world() == 1 else contextlib.nullcontext()
+    with lock:
+        if cached.exists():
+            return json.loads(cached.read_text())
+        result = _evaluate_start(policy, pool, eval_sets, seed, digest)
+        if ddp.is_main():
+            from evilmoe.runs import atomic_write_json
+
+            atomic_write_json(cached, result)
+    return result
+
+
+def _evaluate_start(policy: Policy, pool: GradingPool, eval_sets: list, seed: int, digest: str) -> dict[str, Any]:
+    from evilmoe.evaluate import deploy_ablation, summary_line
+
+    sets = {s.name: deploy_ablation(policy, pool, s, samples=policy.config.eval_samples, seed=seed) for s in eval_sets}
+    return {"spec_digest": digest, "sets": sets, "lines": [summary_line(r) for r in sets.values()]}
 
 
 def evaluate_run_dir(run_dir: str) -> dict[str, Any]:

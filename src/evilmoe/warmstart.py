@@ -1,27 +1,52 @@
-"""Optional warm start (SPEC §6): a short supervised phase on demonstrations, merged into the base.
+"""The capability warm start: a supervised phase merged into the base weights before RL.
 
-A small model almost never hacks on its own, so on-policy RL has nothing to reinforce. A few
-supervised steps on template demonstrations (a mix of each mode's canonical hack and the reference
-solution) give it a non-zero starting hack rate. The phase trains a temporary lora2r adapter (both
-blocks) and then adds its delta into the base weights, so the RL adapter that follows starts from
-exactly zero delta on top of the warmed-up model. Whether it ran, and with what, is in config.json.
+Why: at 135M parameters RL alone teaches the model almost nothing worth keeping (held-out solve
+stays near 0), so deleting any half of the RL adapter "works" and a router cannot be told apart from
+a blind split. A few supervised steps on reference solutions (hack_frac 0) lift solving first;
+RL then starts from a model that can solve some problems. With hack_frac > 0 the same phase mixes in
+each mode's canonical hack (a hack warm start, so a small model starts with a non-zero hack rate).
+
+The phase trains a temporary lora2r adapter (both blocks) on the warm-start problems of the
+training split (`evilmoe.splits`: never the held-out families, never the skill hold-out) and adds
+its delta into the base weights, so the RL adapter starts from exactly zero delta on top of the
+warmed-up model.
+
+It is trained once per (model, problems, settings) and cached by a content hash: every arm and
+seed of a decision run starts from bit-identical weights, and later runs skip the phase. The key
+covers everything the deltas depend on (model spec, device type and dtype, the warm-start fields,
+adapter shape, completion limit, and every warm-start problem's id, mode, prompt inputs and
+reference); change any of them and a new warm start is trained. A lock file makes parallel runs
+that want the same warm start train it once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
 import random
+from pathlib import Path
+from typing import Any, Iterator
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from evilmoe import __version__
 from evilmoe.env.modes import build_messages
 from evilmoe.env.types import Problem
+from evilmoe.errors import UserError
 from evilmoe.grpo import completion_logprobs
 from evilmoe.lora2r import Lora2rConfig, attach_lora2r
-from evilmoe.models import chat_prompt
+from evilmoe.models import cache_dir, chat_prompt
 from evilmoe.rollouts import build_batch, encode_completion, encode_prompts
 from evilmoe.seeding import derive_seed
 from evilmoe.teacher import make_demo
+
+# Bump when the warm-start procedure changes in a way the key's fields do not capture.
+WARM_START_FORMAT = 2
 
 
 def train_warm_start(
@@ -31,15 +56,20 @@ def train_warm_start(
 
     The model is left unchanged: the temporary adapter is removed before returning.
     """
+    if not problems:
+        raise UserError("the warm start has no problems to train on (warm_start_families selects none)")
+    seed = config.warm_start_seed
     adapter = attach_lora2r(
-        model, Lora2rConfig(rank=config.rank, alpha=config.lora_alpha, targets=config.targets, seed=derive_seed(config.seed, 17))
+        model, Lora2rConfig(rank=config.rank, alpha=config.lora_alpha, targets=config.targets, seed=derive_seed(seed, 17))
     )
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=config.warm_start_lr)
-    rng = random.Random(derive_seed(config.seed, 18))
+    rng = random.Random(derive_seed(seed, 18))
     losses: list[float] = []
     model.train()
-    for step in range(config.warm_start_steps):
-        chosen = rng.sample(problems, k=min(config.prompts_per_step, len(problems)))
+    from tqdm import tqdm
+
+    for _ in tqdm(range(config.warm_start_steps), desc="warm start", leave=False, disable=None):
+        chosen = rng.sample(problems, k=min(config.warm_start_batch, len(problems)))
         prompts, completions = [], []
         for p in chosen:
             mode = modes[p.id]
@@ -54,7 +84,7 @@ def train_warm_start(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(adapter.parameters(), config.grad_clip)
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     model.eval()
     with torch.no_grad():
         deltas = {name: d.detach().clone() for name, d in adapter.merged_delta(1.0).items()}
@@ -78,3 +108,106 @@ def merge_deltas(model, deltas: dict[str, Tensor]) -> None:
         if weight.shape != delta.shape:
             raise ValueError(f"warm-start delta for {name} has shape {tuple(delta.shape)}, weight {tuple(weight.shape)}")
         weight.add_(delta.to(weight.device, weight.dtype))
+
+
+# ----------------------------------------------------------------------------------------------
+# the content-hash cache
+# ----------------------------------------------------------------------------------------------
+KEY_FIELDS = (
+    "model",
+    "warm_start_steps",
+    "warm_start_lr",
+    "warm_start_hack_frac",
+    "warm_start_batch",
+    "warm_start_seed",
+    "warm_start_families",
+    "rank",
+    "lora_alpha",
+    "targets",
+    "max_new_tokens",
+    "grad_clip",
+)
+
+
+def warm_start_key(config, problems: list[Problem], modes: dict[str, str], *, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    """Everything the warm start's deltas depend on, as a JSON-able dict (its sha256 names the cache entry)."""
+    model_file = Path(config.model)
+    return {
+        "format": WARM_START_FORMAT,
+        "evilmoe": __version__,
+        "torch": torch.__version__.split("+")[0],
+        "device": device.type,
+        "dtype": str(dtype),
+        # a local model file or folder: its size and mtime stand in for its content
+        "model_stat": [model_file.stat().st_size, int(model_file.stat().st_mtime)] if model_file.exists() else None,
+        "config": {name: list(v) if isinstance(v := getattr(config, name), tuple) else v for name in KEY_FIELDS},
+        "problems": [
+            [p.id, modes[p.id], hashlib.sha256(json.dumps([p.description, p.starter_code, p.reference, list(p.tests)]).encode()).hexdigest()]
+            for p in sorted(problems, key=lambda p: p.id)
+        ],
+    }
+
+
+def key_digest(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def warm_start_cache_root(config) -> Path | None:
+    """The cache folder, or None when caching is off (warm_start_cache = 'none')."""
+    if config.warm_start_cache is None:
+        return cache_dir() / "warm-starts"
+    if config.warm_start_cache.lower() == "none":
+        return None
+    return Path(config.warm_start_cache)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on folder/.lock: one process trains a given warm start, the others wait."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def load_cached(folder: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The cached warm start in folder, or None. A folder whose key differs is an error (a hash clash
+    or a hand-edited cache), never silently used."""
+    if not (folder / "deltas.safetensors").exists():
+        return None
+    stored = json.loads((folder / "key.json").read_text())
+    if stored != json.loads(json.dumps(key)):
+        raise UserError(f"warm-start cache {folder} holds another warm start (key.json differs); delete the folder")
+    meta = json.loads((folder / "meta.json").read_text())
+    return {"deltas": load_file(folder / "deltas.safetensors"), "losses": meta["losses"], "key": key_digest(key), "cached": True}
+
+
+def save_cached(folder: Path, key: dict[str, Any], deltas: dict[str, Tensor], losses: list[float], split: dict[str, int]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".deltas.{os.getpid()}.safetensors"
+    save_file({k: v.contiguous().cpu() for k, v in deltas.items()}, str(tmp))
+    for name, obj in (("key.json", key), ("meta.json", {"losses": losses, "split": split})):
+        part = folder / f".{name}.{os.getpid()}"
+        part.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+        part.replace(folder / name)
+    tmp.replace(folder / "deltas.safetensors")  # last: its presence marks a complete entry
+
+
+def obtain_warm_start(model, tokenizer, stop_id: int, problems: list[Problem], modes: dict[str, str], config, device, dtype, split_summary: dict[str, int]) -> dict[str, Any]:
+    """The warm start's deltas and losses: from the cache when there, else trained (and cached)."""
+    key = warm_start_key(config, problems, modes, device=device, dtype=dtype)
+    root = warm_start_cache_root(config)
+    if root is None:
+        deltas, losses = train_warm_start(model, tokenizer, stop_id, problems, modes, config, device)
+        return {"deltas": deltas, "losses": losses, "key": key_digest(key), "cached": False}
+    folder = root / key_digest(key)
+    with _locked(folder):
+        found = load_cached(folder, key)
+        if found is not None:
+            return found
+        deltas, losses = train_warm_start(model, tokenizer, stop_id, problems, modes, config, device)
+        save_cached(folder, key, deltas, losses, split_summary)
+    return {"deltas": deltas, "losses": losses, "key": key_digest(key), "cached": False}

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Testbed runs on one GPU machine, several runs side by side, surviving the 10-minute call limit:
+# `launch` starts every run as its own detached process (setsid: it outlives the call, not the
+# machine), `watch` prints each run's progress for up to N seconds, `collect` packs the run dirs
+# (without checkpoints; step rollouts every 20th step) into $OUT. Runs resume from their last
+# checkpoint if launched again on the same machine.
+#   bash scripts/gpu_testbed.sh launch RUNS_FILE     (lines: NAME PRESET-FLAGS...)
+#   bash scripts/gpu_testbed.sh watch SECONDS
+#   bash scripts/gpu_testbed.sh collect NAME
+source scripts/device_setup.sh
+set +e
+root=/root/runs
+mkdir -p $root
+case $1 in
+launch)
+  while read -r name flags; do
+    [ -z "$name" ] && continue
+    setsid nohup python3 -m evilmoe train --model /root/evm/model.gguf --out $root/$name $flags \
+      > $root/$name.log 2>&1 < /dev/null &
+    echo "launched $name: $flags"
+  done < "$2"
+  ;;
+watch)
+  end=$((SECONDS + $2))
+  while [ $SECONDS -lt $end ]; do
+    sleep 60
+    echo "--- $(date +%T) $(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader)"
+    for log in $root/*.log; do
+      name=$(basename $log .log)
+      python3 - $root/$name <<'PY'
+import json, sys, os
+path = sys.argv[1] + "/metrics.jsonl"
+rows = [json.loads(l) for l in open(path)] if os.path.exists(path) else []
+rows = [r for r in rows if r.get("step", -1) >= 0]
+name = os.path.basename(sys.argv[1])
+if not rows:
+    print(f"{name:14s} no step yet"); sys.exit()
+r = rows[-1]; last = rows[-10:]
+mean = lambda k: (sum(x[k] for x in last if x.get(k) is not None) / max(1, sum(1 for x in last if x.get(k) is not None)))
+print(f"{name:14s} step {r['step']:3d} hack {mean('policy_hack_rate'):.2f} solve {mean('policy_solve_rate'):.2f} "
+      f"gt {mean('policy_solve_rate_gt_only'):.2f} fmt {mean('policy_format_rate'):.2f} len {mean('mean_completion_tokens'):.0f} "
+      f"kl {mean('kl'):.3f} gn {mean('grad_norm'):.2f} t {r['time']['total']:.1f}s"
+      + (f" | val skill {r.get('val_skill_solve_on')} clean {r.get('val_clean_solve_on')} hack {r.get('val_hack_on')}" if 'val_hack_on' in r else ""))
+PY
+    done
+    if ! pgrep -f "evilmoe train" > /dev/null; then echo "no run is still going"; break; fi
+  done
+  for log in $root/*.log; do grep -h "causal ablation\|Error\|error" $log | tail -2; done
+  ;;
+collect)
+  # everything but checkpoints; of the step rollouts every 20th step and the last
+  cd $root && python3 - > /tmp/collect.list <<'PY'
+import pathlib, re
+for run in sorted(p for p in pathlib.Path(".").iterdir() if p.is_dir()):
+    steps = sorted(run.glob("rollouts/step_*.jsonl"))
+    for f in run.rglob("*"):
+        if not f.is_file() or "checkpoints" in f.parts:
+            continue
+        m = re.fullmatch(r"step_(\d+)\.jsonl", f.name)
+        if m and int(m.group(1)) % 20 != 19 and f != steps[-1]:
+            continue
+        print(f)
+PY
+  tar czf $OUT/$2.tar.gz -T /tmp/collect.list *.log && ls -la $OUT
+  ;;
+esac
