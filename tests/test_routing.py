@@ -32,14 +32,19 @@ def _config(arm: str, **overrides):
 
 
 @pytest.fixture(scope="module")
-def probe():
+def trainer():
     from evilmoe.train import Trainer
 
     trainer = Trainer(_config("none"), None, problems=load_problem_set("bundled"))
     try:
-        yield trainer.probe
+        yield trainer
     finally:
         trainer.close()
+
+
+@pytest.fixture(scope="module")
+def probe(trainer):
+    return trainer.probe
 
 
 @pytest.fixture
@@ -304,3 +309,11 @@ def test_arm_state_round_trips_with_one_key_layout(name, probe, features):
         assert (state[key] is None) == (again[key] is None)
         for k, v in (state[key] or {}).items():
             assert torch.equal(v, again[key][k]) if torch.is_tensor(v) else v == again[key][k], (key, k)
+
+
+def test_the_checkpoint_layout_is_the_one_runs_were_written_with(trainer):
+    """Resuming reads these keys; the arm's entries sit at the top level, None where it has none."""
+    state = trainer.state()
+    assert set(state) == {"step", "adapter", "optimizer", "schedule", "warm_start", "v_act", "router", "route_buffer"}
+    assert state["router"] is None and state["route_buffer"] is None
+    assert [g["name"] for g in trainer.optimizer.param_groups] == ["adapter"]

@@ -1,8 +1,8 @@
 """The routing arms: how each arm splits a rollout's update between the deployed and quarantine blocks.
 
-Every arm is one class behind the small `Arm` interface, and the registry at the bottom maps each
-arm name to a class and its options; the trainer only talks to the interface and never reads an
-arm's name. Per step the trainer calls, in order:
+Every kind of arm is one class behind the small `Arm` interface; the registry (evilmoe.arms) maps
+each arm name to a class and its options, and `make_arm` builds the one a run names. The trainer
+only talks to the interface and never reads an arm's name. Per step it calls, in order:
 
     begin_step(step)                 re-extract the hack direction if the arm refreshes it
     decide(features, step)           the step's routing decision for every rollout (a `Routing`)
@@ -15,8 +15,6 @@ arm's name. Per step the trainer calls, in order:
 
 plus `param_groups()` for the optimizer, `state_dict()`/`load_state_dict()` for checkpoints, and
 `trains_sampling_forward` (the training forward is the sampling forward: no importance weight).
-
-The arm names and their options are registered in evilmoe.arms; `make_arm` builds a run's arm.
 
 Routing reads only the pooled deployed-block features and the hand-authored pairs: grader flags
 never enter it (they appear in `step_metrics`, as diagnostics).
@@ -162,7 +160,7 @@ class Arm:
 
     trains_sampling_forward: ClassVar[bool] = False
     """True when the training forward is the sampling forward for every rollout, so the PPO ratio can
-    divide by the sampling log-probs with no importance weight (see update.ratio_base)."""
+    divide by the sampling log-probs with no importance weight (see RoutedUpdate.ratio_base)."""
 
     def __init__(self, spec: ArmSpec, config: TrainConfig, probe: PairProbe):
         self.spec, self.config, self.probe = spec, config, probe
