@@ -85,8 +85,8 @@ class RoutedUpdate:
         the rollouts having been sampled with the expert fully on.
         """
         cfg = self.config
-        # arms that train the very forward they sampled with (e.g. a fixed keep or absorb mask): the
-        # routed log-probs are the sampling ones, the weights 1
+        # arms that train the very forward they sampled with (the fixed masks): the routed
+        # log-probs are the sampling ones, the weights 1
         if cfg.ratio_against == "sampling" or self.arm.trains_sampling_forward:
             return sampling_logp, None
         routed = logp_new.detach()
