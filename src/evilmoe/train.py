@@ -21,7 +21,7 @@ from evilmoe.policy import Policy
 from evilmoe.runs import RunDir
 from evilmoe.trainer import Trainer, step_seed
 
-__all__ = ["Trainer", "evaluate_run_dir", "final_evaluation", "run_training"]
+__all__ = ["Trainer", "evaluate_run_dir", "final_evaluation", "run_training", "start_evaluation"]
 
 
 # --------------------------------------------------------------------------------------------
