@@ -3,10 +3,10 @@
     python scripts/compare_runs.py RUN_A RUN_B [--rtol 1e-5] [--atol 1e-8]
 
 Compares metrics.jsonl step by step (every numeric value, nested ones by dotted key such as
-rollout_sources.policy; timings are left out: `time` entries and `*_seconds` values) and eval.json (every numeric
-value of the final evaluation and of the periodic evaluations in eval/ if any) and every file of
-rollouts/ row by row (texts, grades, advantages, w, route labels). Prints, per key,
-the largest relative difference over all steps, then one verdict line. Two values agree when
+rollout_sources.policy; timings are left out: `time` entries and `*_seconds` values), the
+evaluations (eval.json, eval_start.json and the periodic ones in eval/, where present) and every
+file of rollouts/ row by row (texts, grades, advantages, w, route labels). Prints, per key, the
+largest relative difference over all steps, then one verdict line. Two values agree when
 |a - b| <= atol + rtol * max(|a|, |b|); a value present on one side only, a None against a number,
 a differing string, or a differing set of steps counts as a mismatch.
 
@@ -92,7 +92,8 @@ def compare(run_a: Path, run_b: Path, rtol: float, atol: float) -> Comparison:
         result.failures["metrics:steps"] = f"{sorted(steps_a)} vs {sorted(steps_b)}"
     for step in sorted(set(steps_a) & set(steps_b)):
         result.add_tree(steps_a[step], steps_b[step], "metrics", f"step {step}")
-    for name in ["eval.json"] + sorted(p.relative_to(run_a).as_posix() for p in (run_a / "eval").glob("*.json")):
+    evals = {p.relative_to(run).as_posix() for run in (run_a, run_b) for p in [*run.glob("eval*.json"), *(run / "eval").glob("*.json")]}
+    for name in sorted(evals | {"eval.json"}):
         a, b = run_a / name, run_b / name
         if not a.is_file() or not b.is_file():
             if a.is_file() or b.is_file():
