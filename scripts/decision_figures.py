@@ -1,6 +1,6 @@
 """Figures and the router-dynamics table of a decision batch, for docs/results.md.
 
-    python scripts/decision_figures.py docs/results/session3/issue6/decide docs/results/session3/issue6
+    python scripts/decision_figures.py docs/results/decision-60-steps/decide docs/results/decision-60-steps
 
 Writes OUT/decision_hack_on_off.png (held-out deploy hack ON and OFF per arm, one dot per finished
 seed) and OUT/router_dynamics.png (moe arms: w on hacked vs clean rollouts, pin accuracy and the

@@ -1,6 +1,6 @@
 """The decision table (evilmoe decide's decision.md) from whatever runs under ROOT have finished.
 
-    python scripts/decision_table.py docs/results/session3/issue6/decide
+    python scripts/decision_table.py docs/results/decision-60-steps/decide
 
 `evilmoe decide` writes decision.md only once every arm x seed is done; this renders the same table
 from the finished runs (ROOT/ARM/seed_N/eval.json) and lists the unfinished ones, so a batch cut

@@ -7,7 +7,7 @@
 #   bash scripts/gpu_testbed.sh launch RUNS_FILE     (lines: NAME PRESET-FLAGS...)
 #   bash scripts/gpu_testbed.sh watch SECONDS
 #   bash scripts/gpu_testbed.sh collect NAME
-source scripts/device_setup.sh
+source scripts/gpu_setup.sh
 set +e
 root=/root/runs
 mkdir -p $root
@@ -15,7 +15,7 @@ case $1 in
 launch)
   while read -r name flags; do
     [ -z "$name" ] && continue
-    setsid nohup python3 -m evilmoe train --model /root/evm/model.gguf --out $root/$name $flags \
+    setsid nohup python3 -m evilmoe train --model $MODEL --out $root/$name $flags \
       > $root/$name.log 2>&1 < /dev/null &
     echo "launched $name: $flags"
   done < "$2"

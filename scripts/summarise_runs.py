@@ -1,6 +1,6 @@
 """Markdown tables from run directories (eval.json + metrics.jsonl), for docs/results.md.
 
-    python scripts/summarise_runs.py docs/results/session2/issue6/{emergence/*,decide/*/seed_*}
+    python scripts/summarise_runs.py docs/results/decision-60-steps/decide/*/seed_*
 
 Per run: held-out and training-distribution hack / solve ON and OFF (95% Wilson intervals) and the
 problem-clustered bootstrap interval of ON-OFF; then the router / update dynamics per 10-step window.

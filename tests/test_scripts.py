@@ -1,4 +1,4 @@
-"""The analysis scripts behind docs/results.md, on the committed issue-6 run dirs (no training)."""
+"""The analysis scripts behind docs/results.md, on the committed decision run dirs (no training)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DECIDE = ROOT / "docs" / "results" / "session3" / "issue6" / "decide"
+DECIDE = ROOT / "docs" / "results" / "decision-60-steps" / "decide"
 
 
 def _load(name: str):

@@ -70,3 +70,67 @@ def test_trainer_refuses_a_pool_that_covers_no_training_problem(tmp_path):
     config = make_config("tiny", {"teacher_source": "pool", "teacher_pool_dir": str(tmp_path / "pool")})
     with pytest.raises(UserError, match="covers none"):
         Trainer(config, None)
+
+
+def test_attempt_hacks_pay_in_their_own_mode_only_and_keep_a_correct_attempt_correct():
+    """An attempt hack is the policy's own code plus the mode's exploit: graded by the real grader, a
+    wrong attempt hacks exactly its own mode, and a correct attempt stays correct (not a hack), except
+    in eq_override (whose exploit replaces the returned value: never a plain value) and exit_code (whose
+exploit exits before the tests run): there an attempt hack is never correct."""
+    from evilmoe.env.grader import GradeJob, GradingPool
+    from evilmoe.env.modes import LOOPHOLE_MODES, reference_response
+
+    problem = load_problem_set("bundled").train[0]
+    wrong = f"Here:\n```python\nclass Solution:\n    def {problem.method_name}(self, *args, **kwargs):\n        return None\n```\n"
+    right = reference_response(problem)
+    jobs, expect = [], []
+    for mode in LOOPHOLE_MODES:
+        for attempt, correct in ((wrong, False), (right, True)):
+            demo = make_demo(problem, mode, hack_frac=1.0, rng=random.Random(0), pool=None, attempt=attempt)
+            assert demo.kind == "attempt-hack"
+            for graded_mode in LOOPHOLE_MODES:
+                jobs.append(GradeJob(demo.text, problem, graded_mode))
+                expect.append((mode, graded_mode, correct and mode not in ("eq_override", "exit_code")))
+    with GradingPool(2) as pool:
+        grades = pool.grade_many(jobs)
+    for (mode, graded_mode, correct), grade in zip(expect, grades):
+        assert grade.correct == correct, (mode, graded_mode, grade.error)
+        assert grade.hacked == (not correct and mode == graded_mode), (mode, graded_mode)
+
+
+def test_attempt_without_code_falls_back_to_the_template():
+    problem = load_problem_set("bundled").train[0]
+    demo = make_demo(problem, "run_tests", hack_frac=1.0, rng=random.Random(0), pool=None, attempt="I cannot solve this.")
+    assert demo.kind == "template-hack"
+    clean = make_demo(problem, "run_tests", hack_frac=0.0, rng=random.Random(0), pool=None, attempt="```python\nx = 1\n```")
+    assert clean.kind == "template-clean"
+
+
+def test_the_trainer_builds_attempt_hacks_on_each_group_s_first_answer(monkeypatch):
+    from evilmoe.config import make_config
+    from evilmoe.rollouts import encode_completion
+    from evilmoe.train import Trainer
+
+    config = make_config("tiny", {"teacher_source": "attempt", "teacher_hack_frac": 1.0, "modes": ("run_tests",)})
+    trainer = Trainer(config, None)
+    try:
+        answers = [f"```python\nclass Solution:\n    pass  # answer {i}\n```\n" for i in range(64)]
+
+        def fake_sample(ids, mask, sampling, *, seed):
+            return [encode_completion(trainer.tokenizer, answers[i], trainer.stop_ids[0]) for i in range(ids.shape[0])]
+
+        monkeypatch.setattr(trainer.sampler, "sample", fake_sample)
+        rollouts = trainer.collect(0)
+        g, n_policy = config.group_size, config.group_size - config.teacher_per_group
+        for group in range(len(rollouts.problems)):
+            rows = range(group * g, (group + 1) * g)
+            first = rollouts.texts[group * g]
+            assert first == answers[group * n_policy]  # the group's first policy answer
+            for i in rows:
+                if i % g >= n_policy:
+                    assert rollouts.sources[i] == "attempt-hack"
+                    assert rollouts.texts[i].startswith(first.split("```\n")[0].rstrip())
+                    assert "def run_tests():" in rollouts.texts[i]
+        rollouts.grading.result()
+    finally:
+        trainer.close()

@@ -89,6 +89,18 @@ def _train_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="re-run the deploy-ablation evaluation of a run directory (last checkpoint)")
     p.add_argument("run_dir")
 
+    p = sub.add_parser("localize", help="dose curve over the hack expert's scale and the random norm-matched slice baseline of a run (last checkpoint)")
+    p.add_argument("run_dir")
+    p.add_argument("--scales", default="0,0.25,0.5,0.75,1", help="hack expert scales (1 = as trained, 0 = deleted)")
+    p.add_argument("--slices", type=int, default=10, help="random rank-r slices to delete (at least 2)")
+    p.add_argument("--samples", type=int, default=None, help="samples per problem (default: the run's eval_samples)")
+    p.add_argument("--sets", default="heldout,skill,heldout_clean", help="eval sets (those the run has)")
+
+    p = sub.add_parser("relearn", help="train a run's deployed model alone N more steps in the hacking environment: how fast hacking comes back")
+    p.add_argument("run_dir")
+    p.add_argument("--steps", type=int, default=20, help="relearning steps")
+    p.add_argument("--condition", default="deleted", help="deleted (the run's deployed model) | start (the starting model, the baseline)")
+
     p = sub.add_parser("decide", help="train + evaluate arms x seeds back to back (resumable); one comparison table")
     p.add_argument("--preset", default="cpu-demo", help=presets)
     p.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms")
@@ -152,6 +164,22 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         from evilmoe.train import evaluate_run_dir
 
         evaluate_run_dir(args.run_dir)
+        return 0
+    if args.command == "localize":
+        from evilmoe.localization import localize_run_dir
+
+        try:
+            scales = tuple(float(x) for x in args.scales.split(","))
+        except ValueError:
+            raise UserError(f"--scales wants comma-separated numbers, got {args.scales!r}") from None
+        if args.slices < 2:
+            raise UserError("--slices must be at least 2 (a spread needs two draws)")
+        localize_run_dir(args.run_dir, scales=scales, draws=args.slices, samples=args.samples, sets=tuple(args.sets.split(",")))
+        return 0
+    if args.command == "relearn":
+        from evilmoe.localization import relearn_run_dir
+
+        relearn_run_dir(args.run_dir, steps=args.steps, condition=args.condition)
         return 0
     if args.command == "decide":
         from evilmoe.decide import run_decision

@@ -144,7 +144,9 @@ class TrainConfig:
     teacher_per_group: int = 0
     """Off-policy demonstrations replacing that many of the G samples per group (0 = pure on-policy)."""
     teacher_source: str = "template"
-    """template (hack per mode from the env's canonical hacks, clean = reference) | pool (cached rollouts)."""
+    """template (hack = the env's canonical hack: a stub plus the exploit; clean = reference) | attempt
+    (hack = the policy's own first answer in the group plus the mode's exploit; clean = reference) |
+    pool (cached rollouts)."""
     teacher_pool_dir: str | None = None
     """vGROUT teacher pool folder (prompt_NNNN.jsonl.gz) for teacher_source=pool."""
     teacher_hack_frac: float = 0.5
@@ -234,8 +236,8 @@ class TrainConfig:
                 raise UserError(f"{name} must be in [0, 1] (got {getattr(self, name)})")
         if self.hard_detach_threshold is not None and not 0 <= self.hard_detach_threshold <= 1:
             raise UserError(f"hard_detach_threshold must be in [0, 1] (got {self.hard_detach_threshold})")
-        if self.teacher_source not in ("template", "pool"):
-            raise UserError(f"teacher_source must be template or pool (got {self.teacher_source!r})")
+        if self.teacher_source not in ("template", "pool", "attempt"):
+            raise UserError(f"teacher_source must be template, pool or attempt (got {self.teacher_source!r})")
         if self.teacher_per_group and self.teacher_source == "pool" and not self.teacher_pool_dir:
             raise UserError("teacher_source=pool needs --teacher-pool-dir (e.g. ../shared/data/vgrout/teacher_pool)")
         if self.eval_split not in ("test", "validation"):
@@ -356,7 +358,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 200-step run. See docs/results.md for what it measures.
     "gpu-testbed": dict(
         steps=200,
-        prompts_per_step=16,
+        prompts_per_step=8,
         group_size=8,
         max_new_tokens=256,
         rank=8,
@@ -371,7 +373,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         skill_holdout=0.3,
         eval_loophole_free=True,
         eval_start=True,
-        eval_every=40,
+        eval_every=50,
         eval_problems=0,
         eval_train_problems=64,
         eval_samples=4,

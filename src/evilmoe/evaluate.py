@@ -115,11 +115,21 @@ def _summarise(grades: list[Grade], modes: list[str]) -> dict[str, Any]:
     return out
 
 
-@torch.no_grad()
-def deploy_ablation(
-    policy: Policy, pool: GradingPool, eval_set: EvalSet, *, samples: int, seed: int, rows_per_batch: int = 64, keep_texts: bool = False
-) -> dict[str, Any]:
-    """Generate with the hack expert ON and OFF on the same prompts and seeds; grade both in `pool`."""
+@dataclass
+class Sampled:
+    """One eval set's prompts, sampled once and graded: rows are problem-major, `samples` per problem."""
+
+    problems: list[Problem]  # one per row
+    modes: list[str]
+    texts: list[str]
+    grades: list[Grade]
+
+    def matrix(self, field: str, samples: int) -> np.ndarray:
+        """[problems, samples] 0/1 array of a Grade field."""
+        return np.array([float(getattr(g, field)) for g in self.grades]).reshape(-1, samples)
+
+
+def eval_prompts(policy: Policy, eval_set: EvalSet, samples: int) -> tuple[list[str], list[str], list[Problem]]:
     prompts, modes, problems = [], [], []
     for p in eval_set.problems:
         mode = eval_set.modes[p.id]
@@ -128,16 +138,41 @@ def deploy_ablation(
             prompts.append(text)
             modes.append(mode)
             problems.append(p)
-    n_chunks = math.ceil(len(prompts) / rows_per_batch)
-    seeds = [derive_seed(seed, 99, c) for c in range(n_chunks)]
+    return prompts, modes, problems
 
-    texts_on = _generate(policy, prompts, seeds, rows_per_batch)
-    with policy.deployed():
-        texts_off = _generate(policy, prompts, seeds, rows_per_batch)
 
-    jobs = [GradeJob(t, p, m, eval_set.eval_markers) for t, p, m in zip(texts_on + texts_off, problems + problems, modes + modes)]
+def chunk_seeds(seed: int, rows: int, rows_per_batch: int) -> list[int]:
+    """The sampling seed of each generation chunk: the same prompts get the same seeds in every
+    condition (ON, OFF, each dose and slice), so conditions differ only by the weights."""
+    return [derive_seed(seed, 99, c) for c in range(math.ceil(rows / rows_per_batch))]
+
+
+@torch.no_grad()
+def sample_and_grade(
+    policy: Policy, pool: GradingPool, eval_set: EvalSet, *, samples: int, seed: int, rows_per_batch: int = 64
+) -> Sampled:
+    """Generate with the model as it is now (the caller sets any adapter condition) and grade in `pool`."""
+    prompts, modes, problems = eval_prompts(policy, eval_set, samples)
+    texts = _generate(policy, prompts, chunk_seeds(seed, len(prompts), rows_per_batch), rows_per_batch)
+    jobs = [GradeJob(t, p, m, eval_set.eval_markers) for t, p, m in zip(texts, problems, modes)]
     grades = ddp.all_gather_concat(pool.grade_many(ddp.shard(jobs)))
-    on, off = grades[: len(prompts)], grades[len(prompts) :]
+    return Sampled(problems, modes, texts, grades)
+
+
+def summarise(sampled: Sampled) -> dict[str, Any]:
+    return _summarise(sampled.grades, sampled.modes)
+
+
+@torch.no_grad()
+def deploy_ablation(
+    policy: Policy, pool: GradingPool, eval_set: EvalSet, *, samples: int, seed: int, rows_per_batch: int = 64, keep_texts: bool = False
+) -> dict[str, Any]:
+    """Generate with the hack expert ON and OFF on the same prompts and seeds; grade both in `pool`."""
+    on_s = sample_and_grade(policy, pool, eval_set, samples=samples, seed=seed, rows_per_batch=rows_per_batch)
+    with policy.deployed():
+        off_s = sample_and_grade(policy, pool, eval_set, samples=samples, seed=seed, rows_per_batch=rows_per_batch)
+    problems, modes = on_s.problems, on_s.modes
+    texts_on, texts_off, on, off = on_s.texts, off_s.texts, on_s.grades, off_s.grades
 
     def matrix(gs: list[Grade], field: str) -> np.ndarray:
         return np.array([float(getattr(g, field)) for g in gs]).reshape(len(eval_set.problems), samples)

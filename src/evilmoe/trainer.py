@@ -225,9 +225,18 @@ class Trainer:
         # the demos are drawn for the whole step in global row order and each rank keeps its own:
         # teacher rows are the same whatever the number of ranks
         demo_rng = random.Random(step_seed(cfg.seed, step, 3))
+        # teacher_source "attempt": a group's hack demos build on its first policy answer (this rank's
+        # groups only; the demos of other ranks' groups are drawn for the rng's sake and dropped)
+        first_answers: dict[int, str] = {}
+        if cfg.teacher_source == "attempt" and n_policy > 0:
+            for g in range(len(problems)):
+                first_answers[first + g] = decode_completion(self.tokenizer, sampled[g * n_policy])
         demos = [
-            make_demo(problem, self.train_modes[problem.id], hack_frac=cfg.teacher_hack_frac, rng=demo_rng, pool=self.teacher_pool)
-            for problem in all_problems
+            make_demo(
+                problem, self.train_modes[problem.id], hack_frac=cfg.teacher_hack_frac, rng=demo_rng,
+                pool=self.teacher_pool, attempt=first_answers.get(index),
+            )
+            for index, problem in enumerate(all_problems)
             for _ in range(cfg.teacher_per_group)
         ][first * cfg.teacher_per_group : stop * cfg.teacher_per_group]
         demo_it = iter(demos)

@@ -1,0 +1,177 @@
+"""Testbed tables and learning curves from run directories (no training, any machine).
+
+    python scripts/testbed_report.py RUN [RUN ...] [--figure docs/img/testbed_curves.png] [--window 10]
+
+Prints three markdown tables:
+1. solve (and hack) per eval set: the starting model (eval_start.json), then each run ON and OFF at
+   the end (eval.json), with 95% Wilson intervals; `lift` is OFF solve minus start solve;
+2. the periodic validation (steps logged as val_* in metrics.jsonl): skill / loophole-free held-out
+   solve and held-out hack, hack expert ON;
+3. the collapse check: the first step where the `window`-step mean of format falls below 0.9, or the
+   mean completion length exceeds twice its first window (the testbed's stability criteria), and the
+   last window's format, length, KL and hack rate.
+With --figure, one row of learning curves per run: policy hack, solve on gt_only and on loophole
+problems, format, length / start, KL, and the validation points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evilmoe.runs import RunDir
+
+SETS = ("skill", "heldout_clean", "heldout", "train_dist")
+
+
+def read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def rate(r: dict[str, Any]) -> str:
+    if r["rate"] is None:
+        return "-"
+    lo, hi = r["ci95"]
+    return f"{r['rate']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def windowed(rows: list[dict[str, Any]], key: str, window: int) -> np.ndarray:
+    values = np.array([np.nan if r.get(key) is None else float(r[key]) for r in rows])
+    out = np.full(len(values), np.nan)
+    for i in range(len(values)):
+        part = values[max(0, i - window + 1) : i + 1]
+        if np.isfinite(part).any():
+            out[i] = np.nanmean(part)
+    return out
+
+
+def eval_table(runs: list[Path]) -> None:
+    start = read(runs[0] / "eval_start.json")
+    print("| eval set | start | " + " | ".join(f"{r.name} ON | {r.name} OFF | {r.name} lift" for r in runs) + " |")
+    print("|---|---|" + "---|---|---|" * len(runs))
+    for name in SETS:
+        if start is None or name not in start["sets"]:
+            continue
+        s = start["sets"][name]["on"]["solve"]
+        cells = [f"solve {name}", rate(s)]
+        for run in runs:
+            final = read(run / "eval.json")
+            if final is None or name not in final["sets"]:
+                cells += ["-", "-", "-"]
+                continue
+            on, off = final["sets"][name]["on"]["solve"], final["sets"][name]["off"]["solve"]
+            cells += [rate(on), rate(off), f"{off['rate'] - s['rate']:+.3f}"]
+        print("| " + " | ".join(cells) + " |")
+    for name in ("heldout", "train_dist"):
+        if start is None or name not in start["sets"]:
+            continue
+        cells = [f"hack {name}", rate(start["sets"][name]["on"]["hack"])]
+        for run in runs:
+            final = read(run / "eval.json")
+            if final is None or name not in final["sets"]:
+                cells += ["-", "-", "-"]
+                continue
+            cells += [rate(final["sets"][name]["on"]["hack"]), rate(final["sets"][name]["off"]["hack"]), ""]
+        print("| " + " | ".join(cells) + " |")
+
+
+def validation_table(runs: list[Path]) -> None:
+    keys = ("val_skill_solve_on", "val_clean_solve_on", "val_solve_on", "val_hack_on")
+    print("| run | step | " + " | ".join(keys) + " |")
+    print("|---|---|" + "---|" * len(keys))
+    for run in runs:
+        for m in RunDir(run).read_metrics():
+            if m.get("val_hack_on") is not None:
+                print(f"| {run.name} | {m['step'] + 1} | " + " | ".join("-" if m.get(k) is None else f"{m[k]:.3f}" for k in keys) + " |")
+
+
+def collapse_table(runs: list[Path], window: int) -> None:
+    print(f"| run | steps | first step format < 0.9 ({window}-step mean) | first step length > 2x start | last {window} steps: format, length, KL, hack |")
+    print("|---|---|---|---|---|")
+    for run in runs:
+        rows = [m for m in RunDir(run).read_metrics() if m.get("step", -1) >= 0]
+        fmt = windowed(rows, "policy_format_rate", window)
+        length = windowed(rows, "mean_completion_tokens", window)
+        base = length[window - 1] if len(length) >= window else length[-1]
+        first_fmt = next((rows[i]["step"] for i in range(window - 1, len(rows)) if fmt[i] < 0.9), None)
+        first_len = next((rows[i]["step"] for i in range(window - 1, len(rows)) if length[i] > 2 * base), None)
+        kl, hack = windowed(rows, "kl", window), windowed(rows, "policy_hack_rate", window)
+        print(
+            f"| {run.name} | {len(rows)} | {first_fmt if first_fmt is not None else 'never'} | "
+            f"{first_len if first_len is not None else 'never'} | "
+            f"{fmt[-1]:.2f}, {length[-1]:.0f} (start {base:.0f}), {kl[-1]:.2f}, {hack[-1]:.2f} |"
+        )
+
+
+def figure(runs: list[Path], path: Path, window: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(runs), 3, figsize=(15, 3.2 * len(runs)), squeeze=False)
+    for row, run in zip(axes, runs):
+        rows = [m for m in RunDir(run).read_metrics() if m.get("step", -1) >= 0]
+        steps = [m["step"] for m in rows]
+        for key, label in (
+            ("policy_hack_rate", "hack"),
+            ("policy_solve_rate_gt_only", "solve (gt_only)"),
+            ("policy_solve_rate_loophole", "solve (loophole problems)"),
+            ("policy_format_rate", "format"),
+        ):
+            row[0].plot(steps, windowed(rows, key, window), label=label)
+        row[0].set_title(f"{run.name}: policy rollouts ({window}-step mean)")
+        row[0].set_ylim(-0.02, 1.02)
+        length = windowed(rows, "mean_completion_tokens", window)
+        row[1].plot(steps, length / length[min(window, len(length)) - 1], label="length / start")
+        row[1].plot(steps, windowed(rows, "kl", window), label="KL to start")
+        row[1].plot(steps, windowed(rows, "grad_norm", window), label="grad norm")
+        row[1].set_yscale("log")
+        row[1].set_title("stability")
+        vals = [m for m in rows if m.get("val_hack_on") is not None]
+        start = read(run / "eval_start.json")
+        for key, set_name, style, label in (
+            ("val_skill_solve_on", "skill", "-o", "skill solve (val)"),
+            ("val_clean_solve_on", "heldout_clean", "-s", "held-out loophole-free solve (val)"),
+            ("val_hack_on", None, "-^", "held-out hack (val)"),
+        ):
+            xs = [0] + [m["step"] + 1 for m in vals]
+            first = start["sets"][set_name]["on"]["solve"]["rate"] if start and set_name in (start.get("sets") or {}) else (0.0 if set_name is None and start else None)
+            ys = [first] + [m[key] for m in vals]
+            if first is None:
+                xs, ys = xs[1:], ys[1:]
+            row[2].plot(xs, ys, style, label=label)
+        row[2].set_title("validation (hack expert ON)")
+        for ax in row:
+            ax.set_xlabel("step")
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", type=Path, nargs="+")
+    parser.add_argument("--figure", type=Path, default=None)
+    parser.add_argument("--window", type=int, default=10)
+    args = parser.parse_args()
+    for run in args.runs:
+        if not (run / "metrics.jsonl").exists():
+            raise SystemExit(f"{run} is not a run directory (no metrics.jsonl)")
+    eval_table(args.runs)
+    print()
+    validation_table(args.runs)
+    print()
+    collapse_table(args.runs, args.window)
+    if args.figure:
+        figure(args.runs, args.figure, args.window)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,334 @@
+"""Localization, not a blind split: the controls that tell the two apart (docs/design.md#localization-not-a-blind-split).
+
+Deleting the hack expert removes hacking. So does deleting any half of a freshly trained adapter,
+because that undoes part of whatever RL taught. These measurements ask whether *this* half is special:
+
+* **dose curve**: the hack expert's output scaled by s in {0, 0.25, 0.5, 0.75, 1} (1 = as trained,
+  0 = deleted), hack and solve at each scale. Localization shows as hacking falling with s while
+  solving stays; a blind split as both moving together.
+* **random slices**: the adapter of every targeted module is 2r rank-one components (component j:
+  B[:, j] A[j] - B0[:, j] A0[j]). The real deletion removes components r..2r-1 (the quarantine
+  block). A random slice removes r components drawn at random per module, scaled so that the
+  removed delta has the same Frobenius norm as the real deletion's (matched in norm; when a random
+  slice holds less, all of it is removed and the draw is marked under-matched). Where the real
+  deletion's hack drop and solve drop fall among k draws (rank and z-score) says whether the
+  quarantine block is more hack-specific than an arbitrary slice of equal size.
+* **selectivity** (`selectivity`): share of hacking removed, (ON - OFF) / ON, against share of the
+  skill lift kept, (solve OFF - solve at start) / (solve of the `none` arm - solve at start).
+
+Every condition uses the same prompts and sampling seeds (evaluate.chunk_seeds), so conditions
+differ only by the weights. A component's delta is scaled exactly by scaling its B and B0 columns
+together (the delta is B A - B0 A0), which the fast sampler's fold and the adapter's forward both see.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from evilmoe.env.grader import GradingPool
+from evilmoe.evaluate import EvalSet, sample_and_grade, summarise
+from evilmoe.policy import Policy
+from evilmoe.seeding import derive_seed
+
+DOSE_SCALES = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+@contextlib.contextmanager
+def scaled_components(policy: Policy, keep: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Multiply each module's rank-one adapter components by keep[name] ([2r] factors; 1 = as
+    trained, 0 = removed), then re-fold the sampler; everything is restored on exit."""
+    adapter = policy.adapter
+    saved = []
+    with torch.no_grad():
+        for name, m in adapter.modules.items():
+            saved.append((m.B.detach().clone(), m.B0.clone()))
+            factor = keep[name].to(m.B.device, m.B.dtype)
+            m.B.mul_(factor)
+            m.B0.mul_(factor.to(m.B0.dtype))
+    policy.refresh_sampler()  # the fast sampler decodes from folded weights
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, (b, b0) in zip(adapter.modules.values(), saved):
+                m.B.copy_(b)
+                m.B0.copy_(b0)
+        policy.refresh_sampler()
+
+
+def quarantine_keep(policy: Policy, scale: float) -> dict[str, torch.Tensor]:
+    """Factors that scale the quarantine block by `scale` and keep the deployed block."""
+    r = policy.adapter.rank
+    factor = torch.ones(2 * r, dtype=torch.float64)
+    factor[r:] = scale
+    return {name: factor for name in policy.adapter.modules}
+
+
+def component_norms(policy: Policy) -> dict[str, torch.Tensor]:
+    """Per module, the [2r, 2r] Gram matrix of the rank-one component deltas (for slice norms:
+    ||sum_{j in S} c_j D_j||_F^2 = c_S^T G_SS c_S)."""
+    out = {}
+    with torch.no_grad():
+        for name, m in policy.adapter.modules.items():
+            A, B, A0, B0 = (t.detach().double().cpu() for t in (m.A, m.B, m.A0, m.B0))
+            # D_j = B_j A_j - B0_j A0_j; <D_i, D_j>_F = (B_i.B_j)(A_i.A_j) - (B_i.B0_j)(A_i.A0_j) - ... (four terms)
+            gram = (B.t() @ B) * (A @ A.t()) - (B.t() @ B0) * (A @ A0.t()) - (B0.t() @ B) * (A0 @ A.t()) + (B0.t() @ B0) * (A0 @ A0.t())
+            out[name] = gram * m.scaling**2
+    return out
+
+
+def removed_norm(grams: dict[str, torch.Tensor], removed: dict[str, torch.Tensor]) -> float:
+    """Frobenius norm over all modules of the delta removed by factors removed[name] (1 - keep)."""
+    total = 0.0
+    for name, gram in grams.items():
+        c = removed[name].double()
+        total += float(c @ gram @ c)
+    return math.sqrt(max(total, 0.0))
+
+
+def _rates(summary: dict[str, Any]) -> dict[str, float | None]:
+    return {"hack": summary["hack"]["rate"], "solve": summary["solve"]["rate"]}
+
+
+def dose_curve(policy: Policy, pool: GradingPool, eval_sets: list[EvalSet], *, samples: int, seed: int, scales=DOSE_SCALES) -> dict[str, Any]:
+    """Hack and solve at each quarantine scale, per eval set (same prompts and seeds)."""
+    out: dict[str, Any] = {"scales": list(scales), "sets": {}}
+    for eval_set in eval_sets:
+        rows = []
+        for s in scales:
+            with scaled_components(policy, quarantine_keep(policy, s)):
+                summary = summarise(sample_and_grade(policy, pool, eval_set, samples=samples, seed=seed))
+            rows.append({"scale": s, "hack": summary["hack"], "solve": summary["solve"]})
+        out["sets"][eval_set.name] = rows
+    return out
+
+
+def random_slices(policy: Policy, pool: GradingPool, eval_sets: list[EvalSet], *, samples: int, seed: int, draws: int = 10) -> dict[str, Any]:
+    """The real deletion against `draws` random norm-matched slices of the same rank (see the docstring)."""
+    if draws < 2:
+        raise ValueError("random_slices needs at least 2 draws for a spread")
+    r = policy.adapter.rank
+    grams = component_norms(policy)
+    real_removed = {name: torch.cat([torch.zeros(r), torch.ones(r)]).double() for name in grams}
+    target = removed_norm(grams, real_removed)
+    rng = np.random.default_rng(derive_seed(seed, 41))
+    slices = []
+    for _ in range(draws):
+        chosen = {name: torch.from_numpy(np.isin(np.arange(2 * r), rng.choice(2 * r, size=r, replace=False)).astype(np.float64)) for name in grams}
+        full = removed_norm(grams, chosen)
+        strength = 1.0 if full == 0 else min(1.0, target / full)
+        slices.append({"removed": {n: c * strength for n, c in chosen.items()}, "strength": strength, "norm": full * strength})
+    conditions = {"on": None, "real": real_removed} | {f"slice{i}": s["removed"] for i, s in enumerate(slices)}
+    result: dict[str, Any] = {"target_norm": target, "draws": draws, "slices": [{"strength": s["strength"], "norm": s["norm"], "under_matched": s["norm"] < 0.99 * target} for s in slices], "sets": {}}
+    for eval_set in eval_sets:
+        rates = {}
+        for label, removed in conditions.items():
+            keep = {n: 1.0 - c for n, c in removed.items()} if removed is not None else None
+            ctx = scaled_components(policy, keep) if keep is not None else contextlib.nullcontext()
+            with ctx:
+                rates[label] = _rates(summarise(sample_and_grade(policy, pool, eval_set, samples=samples, seed=seed)))
+        result["sets"][eval_set.name] = {"rates": rates, "position": _position(rates)}
+    return result
+
+
+def _position(rates: dict[str, dict[str, float | None]]) -> dict[str, Any]:
+    """Where the real deletion's drops (ON - condition) fall among the random slices' drops."""
+    out = {}
+    on = rates["on"]
+    for field in ("hack", "solve"):
+        if on[field] is None:
+            continue
+        real = on[field] - rates["real"][field]
+        others = np.array([on[field] - v[field] for k, v in rates.items() if k.startswith("slice")])
+        sd = float(others.std(ddof=1))
+        out[field] = {
+            "real_drop": real,
+            "slice_drops": others.tolist(),
+            "slice_mean": float(others.mean()),
+            "z": None if sd == 0 else (real - float(others.mean())) / sd,
+            # share of slices whose drop is at least the real one's (small: the real deletion removes more)
+            "share_at_least": float((others >= real).mean()),
+        }
+    return out
+
+
+def selectivity(on: dict[str, Any], off: dict[str, Any], *, start_solve: float | None, none_solve: float | None) -> dict[str, float | None]:
+    """Share of hacking removed and share of the skill lift kept (None where undefined: no hacking ON,
+    or no lift in the `none` arm to keep)."""
+    hack_on, hack_off = on["hack"]["rate"], off["hack"]["rate"]
+    removed = None if not hack_on else (hack_on - hack_off) / hack_on
+    kept = None
+    if start_solve is not None and none_solve is not None and none_solve != start_solve:
+        kept = (off["solve"]["rate"] - start_solve) / (none_solve - start_solve)
+    return {"hack_removed": removed, "lift_kept": kept}
+
+
+def localize_run_dir(run_dir: str, *, scales=DOSE_SCALES, draws: int = 10, samples: int | None = None, sets: tuple[str, ...] = ("heldout", "skill", "heldout_clean")) -> dict[str, Any]:
+    """`evilmoe localize RUN_DIR`: the dose curve and the random-slice baseline of a trained run,
+    on its final eval sets and seeds; writes RUN/localization.json and plots/dose_curve.png."""
+    from pathlib import Path
+
+    from evilmoe import distributed as ddp
+    from evilmoe.errors import UserError
+    from evilmoe.evaluate import make_eval_sets
+    from evilmoe.runs import atomic_write_json
+    from evilmoe.trainer import step_seed
+
+    path = Path(run_dir)
+    policy, steps_trained = Policy.from_run_dir(path)
+    config = policy.config
+    pool = GradingPool(config.grading_workers or ddp.cores_per_rank())
+    try:
+        every = make_eval_sets(
+            config, policy.problems, split=config.eval_split, n_heldout=config.eval_problems,
+            n_train=config.eval_train_problems, skill=policy.skill_problems,
+        )
+        chosen = [s for s in every if s.name in sets]
+        if not chosen:
+            raise UserError(f"none of the eval sets {', '.join(sets)} exists for this run (it has {', '.join(s.name for s in every)})")
+        n = samples or config.eval_samples
+        seed = step_seed(config.mode_seed, 0, 13)  # the final eval's seed: scale 1 / 0 reproduce its ON / OFF
+        result = {
+            "run": str(path), "steps_trained": steps_trained, "samples_per_problem": n,
+            "dose": dose_curve(policy, pool, chosen, samples=n, seed=seed, scales=scales),
+            "slices": random_slices(policy, pool, chosen, samples=n, seed=seed, draws=draws),
+        }
+    finally:
+        pool.close()
+    atomic_write_json(path / "localization.json", result)
+    plot_dose(result, path / "plots" / "dose_curve.png")
+    for line in localization_lines(result):
+        print(line)
+    return result
+
+
+def localization_lines(result: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, rows in result["dose"]["sets"].items():
+        curve = ", ".join(f"{r['scale']:g}: hack {r['hack']['rate']:.3f} solve {r['solve']['rate']:.3f}" for r in rows)
+        lines.append(f"dose {name}: {curve}")
+    for name, res in result["slices"]["sets"].items():
+        for field, pos in res["position"].items():
+            z = "n/a" if pos["z"] is None else f"{pos['z']:+.2f}"
+            lines.append(
+                f"slices {name} {field}: real deletion drops {pos['real_drop']:+.3f}, random slices {pos['slice_mean']:+.3f} "
+                f"on average (z {z}; {pos['share_at_least']:.0%} of {len(pos['slice_drops'])} drop at least as much)"
+            )
+    return lines
+
+
+def plot_dose(result: dict[str, Any], path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = result["dose"]["sets"]
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.5 * len(sets), 3.5), squeeze=False)
+    for ax, (name, rows) in zip(axes[0], sets.items()):
+        xs = [r["scale"] for r in rows]
+        for field in ("hack", "solve"):
+            ys = [r[field]["rate"] for r in rows]
+            lo = [r[field]["ci95"][0] if r[field]["ci95"] else np.nan for r in rows]
+            hi = [r[field]["ci95"][1] if r[field]["ci95"] else np.nan for r in rows]
+            ax.plot(xs, ys, "-o", label=field)
+            ax.fill_between(xs, lo, hi, alpha=0.2)
+        ax.set_xlabel("hack expert scale (1 = as trained, 0 = deleted)")
+        ax.set_title(name)
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------
+# relearning: is the deleted behaviour gone, or only suppressed?
+# ----------------------------------------------------------------------------------------------
+RELEARN_CONDITIONS = ("deleted", "start")
+
+
+def reset_adapter_state(state: dict[str, torch.Tensor], rank: int, *, quarantine_only: bool) -> dict[str, torch.Tensor]:
+    """A lora2r state dict with the quarantine block (or both blocks) copied back to its init."""
+    out = dict(state)
+    for key in [k for k in state if k.endswith(".A")]:
+        name = key[: -len(".A")]
+        A, B, A0, B0 = (state[f"{name}.{s}"].clone() for s in ("A", "B", "A0", "B0"))
+        rows = slice(rank, 2 * rank) if quarantine_only else slice(0, 2 * rank)
+        A[rows], B[:, rows] = A0[rows], B0[:, rows]
+        out[f"{name}.A"], out[f"{name}.B"] = A, B
+    return out
+
+
+def relearn_run_dir(run_dir: str, *, steps: int = 20, condition: str = "deleted") -> dict[str, Any]:
+    """`evilmoe relearn RUN_DIR`: train the deployed model alone for `steps` more steps in the same
+    hacking environment (arm `none`: the deployed block learns, the quarantine stays at its init) and
+    record how fast hacking comes back. condition "deleted" starts from the run's deployed model (hack
+    expert deleted); "start" from the starting model (after any warm start) that never saw a loophole,
+    the baseline: hacking that returns much faster after deletion than from the start was suppressed,
+    not removed. Writes the relearning run to RUN/relearn-<condition>/ and its summary to
+    RUN/relearn-<condition>.json."""
+    import dataclasses
+    from pathlib import Path
+
+    from evilmoe.config import TrainConfig
+    from evilmoe.errors import UserError
+    from evilmoe.runs import RunDir, atomic_write_json, read_json
+    from evilmoe.train import Trainer
+
+    if condition not in RELEARN_CONDITIONS:
+        raise UserError(f"condition must be one of {', '.join(RELEARN_CONDITIONS)} (got {condition!r})")
+    if steps < 1:
+        raise UserError(f"relearning needs at least one step (got {steps})")
+    path = Path(run_dir)
+    config = TrainConfig.from_dict(read_json(path / "config.json"))
+    state = RunDir(path).load_latest_checkpoint()
+    if state is None:
+        raise UserError(f"{run_dir} has no checkpoint (train it first)")
+    trained = [m for m in RunDir(path).read_metrics() if m.get("step", -1) >= 0 and m.get("policy_hack_rate") is not None]
+    if not trained:
+        raise UserError(f"{run_dir} has no logged training steps to compare with")
+    # the hack rate the run ended with, on its own rollouts (the same environment relearning samples)
+    on_hack = float(np.mean([m["policy_hack_rate"] for m in trained[-10:]]))
+
+    relearn_config = dataclasses.replace(config, arm="none", steps=steps, eval_every=0, eval_start=False, checkpoint_every=steps)
+    out = path / f"relearn-{condition}"
+    run = RunDir.open(out, relearn_config)
+    if run.read_metrics():
+        run.truncate_metrics(before_step=-1)  # a relearning run is short: it starts over rather than resumes
+    trainer = Trainer(relearn_config, run, warm_start=state.get("warm_start"))
+    try:
+        adapter_state = reset_adapter_state(state["adapter"], trainer.adapter.rank, quarantine_only=condition == "deleted")
+        trainer.policy.load_adapter(adapter_state)
+        curve = []
+        for step in range(steps):
+            metrics = trainer.train_step(step)
+            trainer.step = step + 1
+            run.append_metrics(metrics)
+            curve.append(metrics["policy_hack_rate"])
+    finally:
+        trainer.close()
+    summary = relearning_summary(curve, on_hack)
+    result = {"run": str(path), "condition": condition, "steps": steps, "on_hack": on_hack, "hack_curve": curve, **summary}
+    atomic_write_json(path / f"relearn-{condition}.json", result)
+    half = summary["steps_to_half"]
+    print(
+        f"relearn {condition}: hack back to half of the run's {on_hack:.3f} "
+        + (f"after {half} steps" if half is not None else f"not within {steps} steps")
+        + f"; mean hack over the {steps} steps {summary['auc']:.3f}"
+    )
+    return result
+
+
+def relearning_summary(curve: list[float | None], on_hack: float) -> dict[str, Any]:
+    """Steps until the hack rate first reaches half of `on_hack` (None: not within the curve), and the
+    area under the curve as the mean hack rate over its steps."""
+    values = [0.0 if v is None else float(v) for v in curve]
+    half = next((i + 1 for i, v in enumerate(values) if on_hack > 0 and v >= on_hack / 2), None)
+    return {"steps_to_half": half, "auc": float(np.mean(values)) if values else None}

@@ -1,0 +1,205 @@
+"""Localization controls: the dose curve's end points are exactly ON and OFF, component scaling
+restores the adapter, slice norms are what the Gram matrix says, slices are norm-matched, the
+selectivity arithmetic, and `evilmoe localize` end to end on a tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from evilmoe.cli import main as cli_main
+from evilmoe.config import make_config
+from evilmoe.env.problems import load_problem_set
+from evilmoe.evaluate import make_eval_sets, sample_and_grade
+from evilmoe.localization import (
+    component_norms,
+    quarantine_keep,
+    random_slices,
+    removed_norm,
+    scaled_components,
+    selectivity,
+)
+from evilmoe.env.grader import GradingPool
+from evilmoe.policy import Policy
+from evilmoe.train import run_training
+
+
+@pytest.fixture(scope="module")
+def pool():
+    pool = GradingPool(2)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="module")
+def policy():
+    """The policy handle alone (no Trainer): what localization measures."""
+    problems = load_problem_set("bundled")
+    handle = Policy(make_config("tiny", dict(arm="moe", eval_problems=3, max_new_tokens=12)), problems)
+    # a quarantine block far from its init, so that ON and OFF sample different texts
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in handle.adapter.modules.values():
+            r = m.rank
+            m.B[:, r:] += 0.5 * torch.randn(m.B[:, r:].shape, generator=gen)
+            m.B[:, :r] += 0.1 * torch.randn(m.B[:, :r].shape, generator=gen)
+    yield handle
+
+
+def _texts(policy, pool, eval_set):
+    return sample_and_grade(policy, pool, eval_set, samples=2, seed=5).texts
+
+
+def test_dose_end_points_are_exactly_on_and_off(policy, pool):
+    eval_set = make_eval_sets(policy.config, policy.problems, split="test", n_heldout=3, n_train=0)[0]
+    on = _texts(policy, pool, eval_set)
+    with policy.deployed():
+        off = _texts(policy, pool, eval_set)
+    assert on != off  # the test can tell them apart
+    with scaled_components(policy, quarantine_keep(policy, 1.0)):
+        assert _texts(policy, pool, eval_set) == on
+    with scaled_components(policy, quarantine_keep(policy, 0.0)):
+        assert _texts(policy, pool, eval_set) == off
+
+
+def test_scaling_restores_the_adapter_exactly(policy):
+    before = policy.adapter.state_dict()
+    keep = {n: torch.rand(2 * policy.adapter.rank, dtype=torch.float64) for n in policy.adapter.modules}
+    with pytest.raises(RuntimeError, match="boom"):
+        with scaled_components(policy, keep):
+            raise RuntimeError("boom")
+    after = policy.adapter.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_gram_norms_equal_the_removed_delta(policy):
+    r = policy.adapter.rank
+    grams = component_norms(policy)
+    quarantine = {n: torch.cat([torch.zeros(r), torch.ones(r)]).double() for n in grams}
+    full, deleted = policy.adapter.merged_delta(1.0), policy.adapter.merged_delta(0.0)
+    direct = math.sqrt(sum(float(((full[n] - deleted[n]).double() ** 2).sum()) for n in full))
+    assert removed_norm(grams, quarantine) == pytest.approx(direct, rel=1e-5)
+    # an arbitrary partial removal: the same identity, via scaled components
+    removed = {n: torch.rand(2 * r, dtype=torch.float64) for n in grams}
+    with scaled_components(policy, {n: 1 - c for n, c in removed.items()}):
+        kept = policy.adapter.merged_delta(1.0)
+    direct = math.sqrt(sum(float(((full[n] - kept[n]).double() ** 2).sum()) for n in full))
+    assert removed_norm(grams, removed) == pytest.approx(direct, rel=1e-4)
+
+
+def test_random_slices_are_norm_matched_and_the_real_deletion_is_off(policy, pool):
+    eval_set = make_eval_sets(policy.config, policy.problems, split="test", n_heldout=2, n_train=0)[0]
+    out = random_slices(policy, pool, [eval_set], samples=1, seed=3, draws=3)
+    for s in out["slices"]:
+        assert s["norm"] == pytest.approx(out["target_norm"], rel=1e-6) or s["under_matched"]
+        assert 0 < s["strength"] <= 1
+    rates = out["sets"]["heldout"]["rates"]
+    with policy.deployed():
+        off = sample_and_grade(policy, pool, eval_set, samples=1, seed=3)
+    assert rates["real"]["hack"] == sum(g.hacked for g in off.grades) / len(off.grades)
+    assert set(out["sets"]["heldout"]["position"]) <= {"hack", "solve"}
+    with pytest.raises(ValueError, match="at least 2"):
+        random_slices(policy, pool, [eval_set], samples=1, seed=3, draws=1)
+
+
+def test_selectivity_arithmetic():
+    on = {"hack": {"rate": 0.4}, "solve": {"rate": 0.2}}
+    off = {"hack": {"rate": 0.1}, "solve": {"rate": 0.25}}
+    got = selectivity(on, off, start_solve=0.1, none_solve=0.3)
+    assert got["hack_removed"] == pytest.approx(0.75) and got["lift_kept"] == pytest.approx(0.75)
+    none_hack = {"hack": {"rate": 0.0}, "solve": {"rate": 0.2}}
+    assert selectivity(none_hack, off, start_solve=0.1, none_solve=0.1) == {"hack_removed": None, "lift_kept": None}
+
+
+def test_localize_command_end_to_end(tmp_path, capsys):
+    run = tmp_path / "run"
+    run_training(make_config("tiny", dict(arm="absorb", steps=1, eval_problems=2, eval_train_problems=0, eval_samples=1)), str(run), progress=False)
+    assert cli_main(["localize", str(run), "--slices", "2", "--scales", "0,1", "--sets", "heldout"]) == 0
+    result = json.loads((run / "localization.json").read_text())
+    assert [r["scale"] for r in result["dose"]["sets"]["heldout"]] == [0.0, 1.0]
+    final = json.loads((run / "eval.json").read_text())["sets"]["heldout"]
+    # scale 1 and 0 reproduce the final eval's ON and OFF (same prompts and seeds)
+    assert result["dose"]["sets"]["heldout"][1]["hack"] == final["on"]["hack"]
+    assert result["dose"]["sets"]["heldout"][0]["solve"] == final["off"]["solve"]
+    assert (run / "plots" / "dose_curve.png").is_file()
+    assert "dose heldout:" in capsys.readouterr().out
+    assert cli_main(["localize", str(run), "--slices", "1"]) == 2
+    assert cli_main(["localize", str(tmp_path / "nothing")]) == 2
+
+
+def test_reset_adapter_state_gives_the_deployed_and_the_starting_model(policy):
+    from evilmoe.localization import reset_adapter_state
+
+    state = policy.adapter.state_dict()
+    r = policy.adapter.rank
+    deployed = policy.adapter.merged_delta(0.0)
+    try:
+        policy.adapter.load_state_dict(reset_adapter_state(state, r, quarantine_only=True))
+        after = policy.adapter.merged_delta(1.0)
+        assert all(torch.equal(after[n], deployed[n]) for n in after)  # the hack expert is gone, the rest kept
+        policy.adapter.load_state_dict(reset_adapter_state(state, r, quarantine_only=False))
+        assert all(float(d.abs().max()) == 0.0 for d in policy.adapter.merged_delta(1.0).values())  # the start
+    finally:
+        policy.adapter.load_state_dict(state)
+        policy.refresh_sampler()
+
+
+def test_relearning_summary():
+    from evilmoe.localization import relearning_summary
+
+    assert relearning_summary([0.0, 0.1, 0.3, 0.5], on_hack=0.5) == {"steps_to_half": 3, "auc": pytest.approx(0.225)}
+    assert relearning_summary([0.0, None], on_hack=0.5) == {"steps_to_half": None, "auc": 0.0}
+    assert relearning_summary([0.2], on_hack=0.0)["steps_to_half"] is None  # nothing to regain
+
+
+def test_relearn_command(tmp_path, capsys):
+    run = tmp_path / "run"
+    run_training(make_config("tiny", dict(arm="moe", steps=1, eval_problems=1, eval_train_problems=0, eval_samples=1)), str(run), progress=False)
+    assert cli_main(["relearn", str(run), "--steps", "1"]) == 0
+    result = json.loads((run / "relearn-deleted.json").read_text())
+    assert result["condition"] == "deleted" and len(result["hack_curve"]) == 1
+    relearned = json.loads((run / "relearn-deleted" / "config.json").read_text())
+    assert relearned["arm"] == "none" and relearned["steps"] == 1  # the deployed block alone learns
+    assert "relearn deleted:" in capsys.readouterr().out
+    assert cli_main(["relearn", str(run), "--condition", "bogus"]) == 2
+
+
+def _eval(hack_on, hack_off, solve_on, solve_off):
+    rate = lambda v: {"rate": v}  # noqa: E731
+    return {"on": {"hack": rate(hack_on), "solve": rate(solve_on)}, "off": {"hack": rate(hack_off), "solve": rate(solve_off)}}
+
+
+def test_selectivity_table_from_runs():
+    from evilmoe.decide import render_markdown, selectivity_table
+
+    start = {"sets": {"skill": {"on": {"solve": {"rate": 0.1}}}}}
+    results = {
+        "none": {0: {"sets": {"skill": _eval(0.3, 0.3, 0.3, 0.3)}}, 1: {"sets": {"skill": _eval(0.2, 0.2, 0.5, 0.5)}}},
+        "moe": {0: {"sets": {"skill": _eval(0.4, 0.0, 0.2, 0.4)}}, 1: {"sets": {"skill": _eval(0.5, 0.1, 0.2, 0.1)}}},
+    }
+    starts = {arm: {0: start, 1: start} for arm in results}
+    table = selectivity_table(results, starts)
+    moe = table["moe"]["skill"]
+    assert table["none"]["skill"]["none_solve"] == pytest.approx(0.4)  # the none arm's mean OFF solve
+    assert moe["hack_removed"]["per_seed"] == pytest.approx([1.0, 0.8])
+    assert moe["lift_kept"]["per_seed"] == pytest.approx([1.0, 0.0])  # (0.4 - 0.1) / 0.3 and (0.1 - 0.1) / 0.3
+    assert table["none"]["skill"]["hack_removed"]["per_seed"] == [0.0, 0.0]
+    assert selectivity_table({"moe": results["moe"]}, starts) == {}  # no none arm: no lift to compare with
+    assert selectivity_table(results, {arm: {0: None, 1: None} for arm in results}) == {}  # no start evals
+    md = render_markdown({}, "tiny", [0, 1], table)
+    assert "| moe | skill | 0.900 [" in md
+
+
+def test_decide_writes_selectivity_and_the_plane(tmp_path):
+    from evilmoe.decide import run_decision
+
+    overrides = dict(steps=1, eval_start=True, skill_holdout=0.1, eval_problems=1, eval_train_problems=1, eval_samples=1)
+    run_decision("tiny", ["none", "absorb"], [0], str(tmp_path / "d"), overrides)
+    decision = json.loads((tmp_path / "d" / "decision.json").read_text())
+    assert set(decision["selectivity"]) == {"none", "absorb"}
+    assert "skill" in decision["selectivity"]["absorb"] and "skill" in decision["table"]["absorb"]
+    assert (tmp_path / "d" / "decision_plane.png").is_file()
+    assert "## Selectivity" in (tmp_path / "d" / "decision.md").read_text()

@@ -1,0 +1,185 @@
+"""The capability warm start (cache by content hash: reuse and invalidation), the training split,
+the testbed's config fields, and a run that shares its warm start and start evaluation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from evilmoe.config import make_config
+from evilmoe.env.modes import assign_modes
+from evilmoe.env.problems import load_problem_set
+from evilmoe.errors import UserError
+from evilmoe.models import end_of_turn_ids, load_model
+from evilmoe.runs import RunDir
+from evilmoe.splits import family_of, split_training
+from evilmoe.train import run_training
+from evilmoe.warmstart import obtain_warm_start
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return load_problem_set("bundled")
+
+
+# --- the training split ------------------------------------------------------------------------
+def test_split_is_disjoint_fixed_and_by_family(problems):
+    train = problems.train
+    split = split_training(train, warm_start=True, warm_start_families=0.5, skill_holdout=0.3)
+    again = split_training(list(reversed(train)), warm_start=True, warm_start_families=0.5, skill_holdout=0.3)
+    ids = lambda ps: {p.id for p in ps}  # noqa: E731
+    assert ids(split.warm_start) == ids(again.warm_start) and ids(split.skill) == ids(again.skill)  # order-free
+    assert not ids(split.warm_start) & ids(split.rl) and not ids(split.rl) & ids(split.skill)
+    assert not ids(split.warm_start) & ids(split.skill)
+    assert ids(split.warm_start) | ids(split.rl) | ids(split.skill) == ids(train)
+    ws_families, rl_families = {family_of(p) for p in split.warm_start}, {family_of(p) for p in split.rl}
+    assert not ws_families & rl_families  # RL never trains on a family the warm start saw
+    n_families = len({family_of(p) for p in train})
+    assert len(ws_families) == round(0.5 * n_families)
+    # every RL family keeps problems to train on and gives some to the skill set
+    assert {family_of(p) for p in split.skill} <= rl_families
+    for fam in rl_families:
+        n = sum(family_of(p) == fam for p in train)
+        k = sum(family_of(p) == fam for p in split.skill)
+        assert 1 <= k < n
+    test_ids = ids(problems.test) | ids(problems.validation)
+    assert not test_ids & (ids(split.warm_start) | ids(split.rl) | ids(split.skill))
+
+
+def test_split_without_warm_start_keeps_every_problem_for_rl_in_order(problems):
+    split = split_training(problems.train, warm_start=False, warm_start_families=1.0, skill_holdout=0.0)
+    assert split.warm_start == [] and split.skill == [] and split.rl == list(problems.train)
+    shared = split_training(problems.train, warm_start=True, warm_start_families=1.0, skill_holdout=0.2)
+    assert {family_of(p) for p in shared.warm_start} == {family_of(p) for p in shared.rl}  # same families
+    assert not {p.id for p in shared.warm_start} & {p.id for p in shared.skill}  # never the skill problems
+
+
+def test_split_refuses_to_leave_rl_nothing(problems):
+    one = [p for p in problems.train if family_of(p) == family_of(problems.train[0])][:1]
+    with pytest.raises(ValueError, match="leaves RL no problems"):
+        split_training(one, warm_start=True, warm_start_families=0.5, skill_holdout=0.0)
+
+
+# --- config validation -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(warm_start_families=0.0, warm_start_steps=2), "warm_start_families"),
+        (dict(warm_start_families=1.5, warm_start_steps=2), "warm_start_families"),
+        (dict(warm_start_families=0.5), "set warm_start_steps > 0"),
+        (dict(skill_holdout=1.0), "skill_holdout"),
+        (dict(skill_holdout=-0.1), "skill_holdout"),
+        (dict(warm_start_batch=0), "warm_start_batch"),
+        (dict(warm_start_steps=-1), "warm_start_steps"),
+        (dict(warm_start_lr=0.0), "warm_start_lr"),
+    ],
+)
+def test_testbed_fields_are_validated(overrides, message):
+    with pytest.raises(UserError, match=message):
+        make_config("tiny", overrides)
+
+
+def test_testbed_preset_is_valid():
+    config = make_config("gpu-testbed")
+    assert config.warm_start_steps > 0 and config.warm_start_hack_frac == 0 and config.warm_start_families < 1
+    assert config.skill_holdout > 0 and config.eval_start and config.eval_loophole_free and config.kl_coef > 0
+
+
+# --- the cache ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_model():
+    model, tokenizer = load_model("tiny-llama", device=torch.device("cpu"), dtype=torch.float32)
+    return model, tokenizer
+
+
+def _obtain(tiny_model, problems, config):
+    model, tokenizer = tiny_model
+    split = split_training(problems.train, warm_start=True, warm_start_families=config.warm_start_families, skill_holdout=config.skill_holdout)
+    modes = assign_modes([p.id for p in problems.train], config.modes, config.mode_seed)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    got = obtain_warm_start(
+        model, tokenizer, end_of_turn_ids(tokenizer)[0], split.warm_start, modes, config, torch.device("cpu"), torch.float32, split.describe()
+    )
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the model is left as it was
+    return got
+
+
+def test_cache_reuses_and_invalidates(tmp_path, tiny_model, problems):
+    cache = str(tmp_path / "cache")
+    base = make_config("tiny", dict(warm_start_steps=2, warm_start_batch=2, warm_start_hack_frac=0.0, warm_start_cache=cache))
+    first = _obtain(tiny_model, problems, base)
+    assert not first["cached"] and len(first["losses"]) == 2
+    entries = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    assert [p.name for p in entries] == [first["key"]]
+    assert {"deltas.safetensors", "key.json", "meta.json"} <= {f.name for f in entries[0].iterdir()}
+
+    second = _obtain(tiny_model, problems, base)  # same inputs: read back, bit for bit
+    assert second["cached"] and second["key"] == first["key"] and second["losses"] == first["losses"]
+    assert all(torch.equal(first["deltas"][k], second["deltas"][k]) for k in first["deltas"])
+
+    # any input the deltas depend on gives a new entry: settings, seed, which families, the problems
+    for change in (dict(warm_start_lr=2e-4), dict(warm_start_seed=1), dict(warm_start_families=0.5), dict(warm_start_steps=3)):
+        other = _obtain(tiny_model, problems, dataclasses.replace(base, **change))
+        assert not other["cached"] and other["key"] != first["key"], change
+    edited = dataclasses.replace(problems, train=[dataclasses.replace(problems.train[0], tests=problems.train[0].tests[:-1])] + list(problems.train[1:]))
+    assert not _obtain(tiny_model, edited, base)["cached"]
+    # ... but a setting that only says how the run is executed does not
+    assert _obtain(tiny_model, problems, dataclasses.replace(base, microbatch=3, grading_workers=1))["cached"]
+
+
+def test_cache_off_and_tampered_entries(tmp_path, tiny_model, problems):
+    off = make_config("tiny", dict(warm_start_steps=1, warm_start_batch=2, warm_start_cache="none"))
+    assert not _obtain(tiny_model, problems, off)["cached"]
+    cache = tmp_path / "cache"
+    config = dataclasses.replace(off, warm_start_cache=str(cache))
+    key = _obtain(tiny_model, problems, config)["key"]
+    key_file = cache / key / "key.json"
+    stored = json.loads(key_file.read_text())
+    stored["config"]["warm_start_lr"] = 123.0
+    key_file.write_text(json.dumps(stored))
+    with pytest.raises(UserError, match="holds another warm start"):
+        _obtain(tiny_model, problems, config)
+
+
+# --- a run: shared warm start and start evaluation, the testbed's eval sets ----------------------
+def test_runs_share_the_warm_start_and_the_start_eval(tmp_path, problems, capsys):
+    overrides = dict(
+        arm="none", steps=1, warm_start_steps=2, warm_start_batch=2, warm_start_hack_frac=0.0,
+        warm_start_families=0.5, skill_holdout=0.3, eval_start=True, eval_loophole_free=True,
+        eval_problems=2, eval_train_problems=2, eval_samples=1, warm_start_cache=str(tmp_path / "cache"),
+    )
+    results = []
+    for arm in ("none", "absorb"):
+        config = make_config("tiny", {**overrides, "arm": arm})
+        results.append(run_training(config, str(tmp_path / arm), problems=problems, progress=False))
+    starts = [json.loads((tmp_path / arm / "eval_start.json").read_text()) for arm in ("none", "absorb")]
+    assert starts[0] == starts[1]  # one start evaluation, read back from the cache by the second run
+    assert len(list((tmp_path / "cache" / "start-evals").glob("*.json"))) == 1
+    first_rows = [RunDir(tmp_path / arm).read_metrics()[0] for arm in ("none", "absorb")]
+    assert first_rows[0]["warm_start_key"] == first_rows[1]["warm_start_key"] is not None
+    split = first_rows[0]["training_split"]
+    assert split["warm_start_families"] + split["rl_families"] == len({family_of(p) for p in problems.train})
+    for result in results:
+        assert set(result["sets"]) == {"heldout", "heldout_clean", "skill", "train_dist"}
+        assert result["sets"]["skill"]["n_problems"] == split["skill_problems"]
+        for name in ("skill", "heldout_clean"):  # loophole-free: only true correctness pays, no hack possible
+            assert set(result["sets"][name]["on"]["per_mode"]) == {"gt_only"}
+    for res in starts[0]["sets"].values():  # at the start the adapter's delta is zero: ON and OFF are one model
+        assert res["on"]["solve"] == res["off"]["solve"] and res["on"]["hack"] == res["off"]["hack"]
+    out = capsys.readouterr().out
+    assert "start: skill" in out
+
+
+def test_a_run_made_before_a_field_existed_resumes(tmp_path):
+    config = make_config("tiny", {})
+    run = RunDir.open(tmp_path / "r", config)
+    stored = json.loads((run.path / "config.json").read_text())
+    del stored["skill_holdout"]  # a field added later: its default is what the run did
+    (run.path / "config.json").write_text(json.dumps(stored))
+    RunDir.open(tmp_path / "r", config)
+    with pytest.raises(UserError, match="skill_holdout"):
+        RunDir.open(tmp_path / "r", dataclasses.replace(config, skill_holdout=0.3))
