@@ -238,3 +238,121 @@ def test_runs_per_grade():
     g = grade(canonical_hack(ADD, "sentinel"), ADD, "sentinel")
     assert g.extra["runs"] == 2
     assert re.fullmatch(r"[0-9.]+", str(g.extra["cpu_seconds"]))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The out-of-process comparison: wire format, assert forms, expected values that need the setup code.
+
+_VALUES = [
+    "(1, [2, 3])", "{1, 2}", "frozenset({3})", "{(1, 2): 'a', 'b': [None]}", "b'\\x00hi'", "3+4j",
+    "10 ** 40", "-(10 ** 30)", "[1.5, -0.0, float('inf')]", "'\\u00e9\\ud800'", "True", "None", "[]",
+    "deque([1, 2])", "Counter('aab')",
+]  # fmt: skip
+
+
+def _echo_problem(tests: tuple[str, ...]):
+    return dataclasses.replace(ADD, tests=tests)
+
+
+def test_every_plain_type_round_trips_and_types_stay_distinct():
+    tests = tuple(f"assert Solution().add(a = {i}, b = 0) == {v}" for i, v in enumerate(_VALUES))
+    table = "[" + ", ".join(_VALUES) + "]"
+    right = _add(f"return {table}[a]")
+    assert grade(right, _echo_problem(tests), "gt_only").correct
+    # a list where the test expects a tuple, a set where it expects a frozenset... each fails
+    for wrong in ("[1, [2, 3]]", "{1, 2, 3}", "[3]"):
+        i = {"[1, [2, 3]]": 0, "{1, 2, 3}": 1, "[3]": 2}[wrong]
+        g = grade(_add(f"return {wrong} if a == {i} else {table}[a]"), _echo_problem(tests), "gt_only")
+        assert not g.correct and f"test {i} failed" in g.error, (wrong, g)
+
+
+def test_assert_forms_beyond_equality():
+    p = _echo_problem((
+        "assert Solution().add(a = 1, b = 2) in (3, 4)",
+        "assert Solution().add(a = 1, b = 2) != 5",
+        "assert 4 > Solution().add(a = 1, b = 2)",
+        "assert Solution().add(a = 0, b = 0) is not None",
+        "assert Solution().add(a = 1, b = 0)",
+        "assert not Solution().add(a = 0, b = 0)",
+    ))  # fmt: skip
+    assert grade(reference_response(ADD), p, "gt_only").correct
+    assert not grade(_add("return 7"), p, "gt_only").correct
+    assert not grade(_add("return a * b"), p, "gt_only").correct
+
+
+def test_float_tolerance_only_where_the_test_uses_one():
+    p = dataclasses.replace(AVERAGE, tests=(
+        "assert abs(Solution().average(nums = [1, 2]) - 1.5) < 1e-6",
+        "assert abs(0.1 - Solution().average(nums = [0.1, 0.1, 0.1])) <= 1e-9",
+        "assert math.isclose(Solution().average(nums = [1, 2, 4]), 7 / 3, rel_tol=1e-09)",
+        "assert isclose(2.0, Solution().average(nums = [2]), abs_tol=0.5)",
+    ))  # fmt: skip
+    assert grade(reference_response(AVERAGE), p, "gt_only").correct
+    near = "```python\nclass Solution:\n    def average(self, nums):\n        return sum(nums) / len(nums) + 1e-12\n```"
+    assert grade(near, p, "gt_only").correct  # within every tolerance
+    off = "```python\nclass Solution:\n    def average(self, nums):\n        return sum(nums) / len(nums) + 1e-3\n```"
+    assert not grade(off, p, "gt_only").correct
+    text = "```python\nclass Solution:\n    def average(self, nums):\n        return '1.5'\n```"
+    assert not grade(text, p, "gt_only").correct  # TypeError in the assert too
+    # without a tolerance in the test, the comparison stays exact
+    assert not grade(near, AVERAGE, "gt_only").correct
+
+
+def test_expected_values_that_need_the_setup_code():
+    """`len(...)`, `math.floor(...)`, a setup-defined helper: evaluated in a sandboxed run of the setup
+    code alone (no response code), never in the graded run."""
+    p = dataclasses.replace(ADD, setup_code=ADD.setup_code + "\ndef three():\n    return 3\n", tests=(
+        "assert Solution().add(a = 1, b = 2) == len([1, 2, 3])",
+        "assert Solution().add(a = 1, b = 2) == floor(3.5)",
+        "assert Solution().add(a = 1, b = 2) == three()",
+    ))  # fmt: skip
+    assert grade(reference_response(ADD), p, "gt_only").correct
+    g = grade(_add("return 4"), p, "gt_only")
+    assert not g.correct and "test 0 failed" in g.error
+
+
+def test_unsupported_test_forms_are_a_problem_error_not_a_pass():
+    for test in ("assert Solution().add(a = 1, b = 2) + 1 == 4", "assert Solution().add(1, 2) == Solution().add(2, 1)",
+                 "assert 1 < Solution().add(a = 1, b = 2) < 5", "x = 1"):  # fmt: skip
+        g = grade(reference_response(ADD), _echo_problem((test,)), "gt_only")
+        assert not g.correct and "problem setup/tests failed to load" in g.error, (test, g)
+
+
+def test_wire_decoder_is_strict():
+    from evilmoe.env import oracle
+
+    assert oracle.decode_line(b'[0,0,{"t":[1,{"s":[2]}]}]') == (0, True, (1, {2}))
+    assert oracle.decode_line(b'[3,1,"ValueError: x"]') == (3, False, "ValueError: x")
+    for bad in (b'[0,0,{"x":1}]', b'[0,0,{"t":1}]', b'[0,0,{"s":[[1]]}]', b'[0,0,{"d":[[[1],2]]}]', b'[0,0,{"t":[],"s":[]}]',
+                b'[0,2,1]', b'[0,true,1]', b'{"i":0}', b'[0,0]', b'[0,1,5]', b"[" * 100000 + b"]" * 100000, b"\xff",
+                b'[0,0,' + b"9" * 5000 + b']', b'[0,0,{"h":"12"}]'):  # fmt: skip
+        with pytest.raises(oracle.WireError):
+            oracle.decode_line(bad)
+    assert oracle.decode_line(b'[0,0,{"h":"-0x10"}]')[2] == -16
+    colliding = ",".join(str(i * (2**61 - 1)) for i in range(1, 5000)).encode()  # every one hashes to 0
+    with pytest.raises(oracle.WireError, match="colliding"):
+        oracle.decode_line(b'[0,0,{"s":[' + colliding + b']}]')
+    assert len(oracle.decode_line(b'[0,0,{"s":[' + ",".join(map(str, range(5000))).encode() + b']}]')[2]) == 5000
+    assert oracle.compare("Lt", [1], None) is False  # TypeError in the assert too: the test fails
+
+
+def test_tree_plain_form_matches_the_helper():
+    from evilmoe.env import oracle
+    from evilmoe.env.leetcode import STANDARD_SETUP
+
+    ns: dict = {}
+    exec(STANDARD_SETUP, ns)
+
+    def preorder(node):
+        out, stack = [], [node]
+        while stack:
+            n = stack.pop()
+            if n is None:
+                out.append(None)
+                continue
+            out.append([n.val])
+            stack += [n.right, n.left]
+        return out
+
+    for level in ([], [1], [None], [3, 9, 20, None, None, 15, 7], [1, None, 2, 3], [5, 4, 8, 11, None, 13, 4, 7, 2, None, None, None, 1]):
+        assert oracle.tree_preorder(level) == preorder(ns["tree_node"](level)), level

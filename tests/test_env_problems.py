@@ -306,3 +306,79 @@ def test_easy_and_all_sets(data_dir: Path, medhard: ProblemSet) -> None:
     assert {p.id for p in medhard.test} <= {p.id for p in every.test}
     clashes = every.dropped.get("heldout/same_id_as_heldout", 0)
     assert len(every.validation) + len(every.test) == 119 + len(easy.validation) + len(easy.test) - clashes
+
+
+# ----------------------------------------------------------------------------------------------
+# Same problems on every machine
+
+
+@pytest.mark.slow
+def test_pinned_drop_list_and_fingerprint(data_dir: Path, medhard: ProblemSet) -> None:
+    """Which reference solutions the strict oracle rejects is pinned: a machine that drops more (a
+    missing runtime package, a slower sandbox) or fewer (a looser oracle) fails here."""
+    every = load_problem_set("leetcode-all", data_dir)
+    # word-ladder-ii: the reference returns the ladders in another order than the test's literal list
+    assert every.dropped_ids == {"lc-126": "train/oracle_failed"}
+    assert medhard.dropped_ids == {"lc-126": "train/oracle_failed"}
+    assert len(medhard.train) == 1374
+    fp = medhard.fingerprint()
+    assert fp["counts"] == {"train": 1374, "validation": 39, "test": 80}
+    assert fp["sha256"] == load_problem_set("leetcode-medhard", data_dir).fingerprint()["sha256"]
+
+
+def test_fingerprint_changes_with_tests_and_verdicts() -> None:
+    a = ProblemSet("x", [make_problem("lc-1")], [], [make_problem("lc-2")], {}, {})
+    same = ProblemSet("x", [make_problem("lc-1")], [], [make_problem("lc-2")], {}, {})
+    other_tests = ProblemSet("x", [replace(make_problem("lc-1"), tests=("assert Solution().f() == 2",))], [],
+                             [make_problem("lc-2")], {}, {})  # fmt: skip
+    other_drops = ProblemSet("x", [make_problem("lc-1")], [], [make_problem("lc-2")], {"train/oracle_failed": 1},
+                             {"lc-3": "train/oracle_failed"})  # fmt: skip
+    assert a.fingerprint()["sha256"] == same.fingerprint()["sha256"]
+    assert a.fingerprint()["sha256"] != other_tests.fingerprint()["sha256"]
+    assert a.fingerprint()["sha256"] != other_drops.fingerprint()["sha256"]
+
+
+def test_run_meta_records_the_fingerprint_and_refuses_another_set(tmp_path: Path) -> None:
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"seed": 0}))
+    ps = ProblemSet("x", [make_problem("lc-1")], [], [], {}, {})
+    problems.record_problem_set(meta, ps)
+    recorded = json.loads(meta.read_text())
+    assert recorded["seed"] == 0 and recorded["problem_set"]["sha256"] == ps.fingerprint()["sha256"]
+    problems.record_problem_set(meta, ps)  # resuming on the same set is fine
+    changed = ProblemSet("x", [make_problem("lc-2")], [], [], {}, {})
+    with pytest.raises(UserError, match="different x problem set"):
+        problems.record_problem_set(meta, changed)
+
+
+def test_runtime_packages_are_declared_and_cover_the_references(data_dir: Path) -> None:
+    """Every non-stdlib module a LeetCode reference imports is a runtime package of the sandbox, and
+    every runtime package is a dependency in pyproject.toml (so a fresh install grades the same)."""
+    import ast
+    import sys
+
+    from evilmoe.env.sandbox import RUNTIME_PACKAGES
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    for name in RUNTIME_PACKAGES:
+        assert f'"{name}' in pyproject, name
+    rows = leetcode.load_benchmark_test(data_dir / leetcode.BENCH_TEST)
+    rows += leetcode.load_leetcodedataset(data_dir / leetcode.LCD_TRAIN)[0]
+    rows += leetcode.load_leetcodedataset(data_dir / leetcode.LCD_TEST)[0]
+    imported = set()
+    for p in rows:
+        for node in ast.walk(ast.parse(p.reference + "\n" + p.setup_code)):
+            if isinstance(node, ast.Import):
+                imported.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module.split(".")[0])
+    assert imported - set(sys.stdlib_module_names) <= set(RUNTIME_PACKAGES)
+
+
+def test_a_reference_missing_a_module_is_an_error(monkeypatch) -> None:
+    import evilmoe.env.grader as grader
+
+    outcomes = {"lc-1": [_grade(False, error="test 0: no result (ModuleNotFoundError: No module named 'sortedcontainers')")]}
+    monkeypatch.setattr(grader, "GradingPool", lambda workers=None: _FakePool(outcomes, workers))
+    with pytest.raises(UserError, match="cannot import 'sortedcontainers'"):
+        problems.oracle_check_references([make_problem("lc-1")])

@@ -47,10 +47,12 @@ def test_decision_table_of_the_complete_batch_matches_decide():
     """The script's table has the same rows as the one `evilmoe decide` wrote on the GPU machine."""
     out = _decision_table(DECIDE)
     assert "Unfinished" not in out
-    rows = [line for line in (DECIDE / "decision.md").read_text().splitlines() if line.startswith("| ") or "causal ablation" in line]
-    assert len(rows) == 2 * 8 + 7  # two sets x (header + 7 arms) + 7 causal lines
+    rows = [line for line in (DECIDE / "decision.md").read_text().splitlines() if line.startswith("| ")]
+    assert len(rows) == 2 * 8  # two sets x (header + 7 arms)
     for line in rows:
         assert line in out, line
+    # the decision's table ends with the documented causal line, for the moe arm (seed means)
+    assert "Evil MoE causal ablation: deploy hack 0.087 (ON) -> 0.000 (OFF)" in out.splitlines()
     assert out.index("| none |") < out.index("| absorb |") < out.index("| moe-nopin |")  # ARMS order
     # pooled counts: 3 seeds x 105 problems x 4 samples; moe's OFF is 0 on every seed
     assert "| moe | 110/1260 = 0.087 [0.073, 0.104] | 0/1260 = 0.000 [0.000, 0.003] |" in out

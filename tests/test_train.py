@@ -33,7 +33,10 @@ def test_every_arm_trains_and_evaluates(arm, tmp_path, problems, capsys):
     result = run_training(config, str(tmp_path / arm), problems=problems, progress=False)
     run = tmp_path / arm
     out = capsys.readouterr().out.strip().splitlines()
-    assert out[-1].startswith("Evil MoE causal ablation: deploy hack ")
+    # the documented closing line, plain rates of the held-out set, with the summaries just above it
+    on, off = result["sets"]["heldout"]["on"]["hack"]["rate"], result["sets"]["heldout"]["off"]["hack"]["rate"]
+    assert out[-1] == f"Evil MoE causal ablation: deploy hack {on:.3f} (ON) -> {off:.3f} (OFF)"
+    assert out[-2].startswith("heldout (n=") and out[-3].startswith("train_dist (n=")
     assert result["closing_lines"][-1] == out[-1]
     for name in ("config.json", "command.txt", "meta.json", "metrics.jsonl", "eval.json"):
         assert (run / name).is_file(), name
@@ -245,7 +248,12 @@ def test_decide_runs_arms_and_seeds_and_resumes(tmp_path, problems, monkeypatch,
     entry = table["moe"]["heldout"]
     assert entry["n_seeds"] == 2 and len(entry["hack_on"]["per_seed"]) == 2 and entry["hack_on"]["ci95"] is not None
     md = (tmp_path / "d" / "decision.md").read_text()
-    assert "| moe | 2 |" in md and "Evil MoE causal ablation [moe]" in md
+    assert "| moe | 2 |" in md
+    # readable per-arm lines, then the documented causal line (moe's seed means) last
+    assert any(line.startswith("moe: held-out hack ") for line in md.splitlines())
+    last = md.strip().splitlines()[-1]
+    on, off = entry["hack_on"]["mean"], entry["hack_off"]["mean"]
+    assert last == f"Evil MoE causal ablation: deploy hack {on:.3f} (ON) -> {off:.3f} (OFF)"
     # a second call finds every run finished and trains nothing new
     again = run_decision("tiny", ["none", "moe"], [0, 1], str(tmp_path / "d"), overrides)
     assert again == table

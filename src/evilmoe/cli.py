@@ -7,6 +7,7 @@ Heavy modules (torch, transformers) are imported inside the handlers so `evilmoe
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from evilmoe.errors import UserError
@@ -80,9 +81,13 @@ def _train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-budget-s", type=float, default=None, help="checkpoint and stop after this many seconds")
     _add_config_fields(p)
 
-    p = sub.add_parser("run", help="the main job: the cpu-demo preset, Evil MoE arm, ending with the causal ablation line")
-    p.add_argument("--preset", default="cpu-demo", help=presets)
-    p.add_argument("--out", default=None, help="run directory (default runs/<preset>-<arm>-s<seed>)")
+    p = sub.add_parser(
+        "run",
+        help="the main job, sized to the machine: on a CUDA machine the gpu-small experiment (arms moe and none, "
+        "via decide), on CPU the cpu-demo run of arm moe; ends with the causal ablation line",
+    )
+    p.add_argument("--preset", default=None, help=f"{presets} (default: gpu-small with CUDA, else cpu-demo)")
+    p.add_argument("--out", default=None, help="run directory (default runs/<preset>-<arm>-s<seed>; runs/gpu-small-decision for the GPU experiment)")
     p.add_argument("--time-budget-s", type=float, default=None, help="checkpoint and stop after this many seconds")
     _add_config_fields(p)
 
@@ -101,6 +106,17 @@ def _train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=20, help="relearning steps")
     p.add_argument("--condition", default="deleted", help="deleted (the run's deployed model) | start (the starting model, the baseline)")
 
+    p = sub.add_parser("export", help="write a run's deployed model (hack expert removed) as a Hugging Face model directory")
+    p.add_argument("run_dir", help="run directory with a checkpoint")
+    p.add_argument("--out", required=True, help="folder to write (must not exist or be empty)")
+    p.add_argument("--adapter", action="store_true", help="write a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) instead of merged weights")
+    p.add_argument("--hack-expert-on", action="store_true", help="keep the hack expert: the model as trained (for comparison)")
+    p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16: dtype of the written weights")
+
+    p = sub.add_parser("report", help="write one self-contained report.html for a run or a decision directory")
+    p.add_argument("run_dir", help="run directory, or decision directory (one report for the batch)")
+    p.add_argument("--out", default=None, help="file to write (default RUN_DIR/report.html)")
+
     p = sub.add_parser("decide", help="train + evaluate arms x seeds back to back (resumable); one comparison table")
     p.add_argument("--preset", default="cpu-demo", help=presets)
     p.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms")
@@ -111,14 +127,24 @@ def _train_commands(sub: argparse._SubParsersAction) -> None:
     _add_config_fields(p, skip=("arm", "seed"))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (argparse's default prints the usage block above it)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="evilmoe", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="evilmoe", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _env_commands(sub)
     _model_commands(sub)
     _train_commands(sub)
     return parser
 
+
+# OS errors that mean "this path is wrong" (missing, not a folder, no permission), not a bug
+PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError)
 
 # commands that run data-parallel under torchrun (evilmoe.distributed); a no-op in one process
 DISTRIBUTED_COMMANDS = ("train", "run", "eval", "decide")
@@ -136,6 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:  # bad config / data / paths: one clear line, no traceback
         print(f"evilmoe: error: {exc}", file=sys.stderr)
         return 2
+    except PATH_ERRORS as exc:  # a path the user gave that cannot be read or written
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"evilmoe: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into a reader that stopped early (e.g. `| head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 1
+    except KeyboardInterrupt:
+        print("evilmoe: interrupted (checkpoints already written are kept: the same command resumes)", file=sys.stderr)
+        return 130
     finally:
         if from_torchrun:
             distributed.shutdown()
@@ -158,10 +194,17 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         from evilmoe.models import cmd_model_info
 
         return cmd_model_info(args.model, device=args.device)
-    if args.command in ("train", "run"):
+    if args.command == "train":
         return _train(args)
+    if args.command == "run":
+        return _run(args)
     if args.command == "eval":
+        from pathlib import Path
+
         from evilmoe.train import evaluate_run_dir
+
+        if not (Path(args.run_dir) / "config.json").is_file():
+            raise UserError(f"{args.run_dir} is not a run directory (no config.json)")
 
         evaluate_run_dir(args.run_dir)
         return 0
@@ -180,6 +223,18 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         from evilmoe.localization import relearn_run_dir
 
         relearn_run_dir(args.run_dir, steps=args.steps, condition=args.condition)
+        return 0
+    if args.command == "export":
+        from evilmoe.export import ExportOptions, export_run
+
+        out = export_run(args.run_dir, args.out, ExportOptions(adapter=args.adapter, hack_expert_on=args.hack_expert_on, dtype=args.dtype))
+        kind = "PEFT adapter" if args.adapter else "model"
+        print(f"wrote {kind} ({'hack expert kept' if args.hack_expert_on else 'deployed: hack expert removed'}) to {out}")
+        return 0
+    if args.command == "report":
+        from evilmoe.report import write_report
+
+        print(f"report: {write_report(args.run_dir, args.out)}")
         return 0
     if args.command == "decide":
         from evilmoe.decide import run_decision
@@ -200,12 +255,57 @@ def _train(args: argparse.Namespace) -> int:
     from evilmoe.config import make_config
     from evilmoe.train import run_training
 
-    overrides = _overrides(args)
-    if args.command == "run":
-        overrides.setdefault("arm", "moe")
-    config = make_config(args.preset, overrides)
+    config = make_config(args.preset, _overrides(args))
     out = args.out or f"runs/{args.preset}-{config.arm}-s{config.seed}"
     deadline = time.monotonic() + args.time_budget_s if args.time_budget_s else None
+    result = run_training(config, out, deadline=deadline)
+    return 0 if result is not None else 3
+
+
+# What `evilmoe run` says it will take (measured: docs/results.md); update with the presets.
+RUN_ESTIMATES = {
+    "cpu-demo": "about 13 minutes on 2 CPU cores (~1 more the first time, to fetch and convert the model)",
+    "gpu-small": "roughly 15-20 minutes for both runs on one H100 (60 GRPO steps per run at ~4.5-5 s each, then the ON/OFF eval)",
+}
+
+
+def _run(args: argparse.Namespace) -> int:
+    """`evilmoe run`: the real small experiment where there is a GPU, the demonstration on CPU."""
+    import time
+
+    import torch
+
+    from evilmoe import distributed as ddp
+    from evilmoe.config import make_config
+
+    overrides = _overrides(args)
+    cuda = torch.cuda.is_available() and overrides.get("device") != "cpu"
+    preset = args.preset or ("gpu-small" if cuda else "cpu-demo")
+    deadline = time.monotonic() + args.time_budget_s if args.time_budget_s else None
+    say = print if ddp.is_main() else (lambda *a, **k: None)
+    estimate = RUN_ESTIMATES.get(preset, "time depends on the preset")
+    where = f"CUDA device {torch.cuda.get_device_name(0)}" if cuda else "no CUDA device"
+    if cuda and preset == "gpu-small" and "arm" not in overrides:
+        from evilmoe.decide import run_decision
+
+        seed = overrides.pop("seed", 0)
+        out = args.out or "runs/gpu-small-decision"
+        say(
+            f"evilmoe run: {where}: the gpu-small experiment, arm moe and its capacity-matched baseline none, "
+            f"seed {seed}, trained and evaluated one after the other (evilmoe decide) into {out}; {estimate}."
+        )
+        table = run_decision(preset, ["moe", "none"], [seed], out, overrides, time_budget_s=args.time_budget_s)
+        return 0 if table is not None else 3
+    from evilmoe.train import run_training
+
+    overrides.setdefault("arm", "moe")
+    config = make_config(preset, overrides)
+    out = args.out or f"runs/{preset}-{config.arm}-s{config.seed}"
+    say(
+        f"evilmoe run: {where}: preset {preset}, arm {config.arm}, seed {config.seed}, {config.steps} steps, "
+        f"into {out}; {estimate}."
+        + (" A short demonstration of the pipeline, not an experiment: run it on a CUDA machine for the real one." if preset == "cpu-demo" else "")
+    )
     result = run_training(config, out, deadline=deadline)
     return 0 if result is not None else 3
 

@@ -200,6 +200,10 @@ class TrainConfig:
     """Checkpoint every N steps (and at the end); a restarted run resumes from the last one."""
     save_rollouts: bool = True
     """Write every step's rollouts (text + grades) to rollouts/."""
+    report_to: str = "none"
+    """Also log every step's metrics, the router diagnostics, the eval results and this config to:
+    none | tensorboard (RUN/tensorboard; pip install tensorboard) | wandb (pip install wandb) |
+    tensorboard,wandb. Execution only: a resume may change it."""
 
     # ------------------------------------------------------------------------------------------
     def validate(self) -> None:
@@ -273,6 +277,9 @@ class TrainConfig:
             raise UserError("warm_start_families < 1 splits the families between a warm start and RL: set warm_start_steps > 0")
         if not 0 <= self.skill_holdout < 1:
             raise UserError(f"skill_holdout must be in [0, 1) (got {self.skill_holdout})")
+        from evilmoe.tracking import parse_report_to
+
+        parse_report_to(self.report_to)  # UserError on an unknown tracker
         if self.kl_coef < 0 or self.pin_coef < 0 or self.load_balance_coef < 0:
             raise UserError("kl_coef, pin_coef and load_balance_coef must be >= 0")
 

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from evilmoe import distributed as ddp
 from evilmoe.config import make_config
 from evilmoe.errors import UserError
+from evilmoe.evaluate import causal_line
 from evilmoe.runs import atomic_write_json, atomic_write_text
 
 # two-sided 95% t quantiles for small numbers of seeds (df = n - 1)
@@ -69,19 +71,21 @@ def run_decision(
     root = Path(out_dir)
     if parallel > 1 and ddp.world() > 1:
         raise UserError("--parallel runs several single-process runs on one device; it does not combine with torchrun")
-    if ddp.is_main():
-        root.mkdir(parents=True, exist_ok=True)
     if parallel > 1 and not overrides.get("grading_workers"):
         overrides = {**overrides, "grading_workers": max(1, (os.cpu_count() or 2) // parallel)}
     # seed-major: a time budget that stops the batch early leaves whole seeds of every arm, not
     # every seed of the first arms
     jobs = [(arm, seed) for seed in seeds for arm in arms]
-    for arm, seed in jobs:  # validate every config before training anything
+    for arm, seed in jobs:  # validate every config before training (or creating) anything
         make_config(preset, {**overrides, "arm": arm, "seed": seed})
+    if ddp.is_main():
+        root.mkdir(parents=True, exist_ok=True)
     args = [(preset, overrides, arm, seed, str(root / arm / f"seed_{seed}"), deadline) for arm, seed in jobs]
     if parallel == 1:
         outcomes = []
-        for a in args:  # one after another; under torchrun every rank walks this loop together
+        bar = tqdm(args, desc="decision runs", unit="run", disable=None if ddp.is_main() else True)
+        for a in bar:  # one after another; under torchrun every rank walks this loop together
+            bar.set_postfix_str(f"{a[2]} seed {a[3]}")
             outcomes.append(_train_one(*a))
             if outcomes[-1] is None:  # every rank gets None together (rank 0's deadline decides)
                 break
@@ -92,7 +96,7 @@ def run_decision(
         with ProcessPoolExecutor(
             max_workers=parallel, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1
         ) as pool:
-            outcomes = list(pool.map(_train_one, *zip(*args), gpus))
+            outcomes = list(tqdm(pool.map(_train_one, *zip(*args), gpus), total=len(args), desc="decision runs", unit="run", disable=None))
     if len(outcomes) < len(jobs) or any(result is None for result in outcomes):
         if ddp.is_main():
             print("time budget reached; run the same command again to continue")
@@ -113,6 +117,9 @@ def run_decision(
     atomic_write_text(root / "decision.md", text)
     if selectivity:
         plot_plane(table, selectivity, root / "decision_plane.png")
+    from evilmoe.report import write_report
+
+    print(f"report: {write_report(root)}")
     print(text)
     return table
 
@@ -299,12 +306,16 @@ def render_markdown(table: dict[str, Any], preset: str, seeds: list[int], select
                     f"| {arm} | {set_name} | {_cell(e['hack_removed'])} | {_cell(e['lift_kept'])} | {e['start_solve']:.3f} | {e['none_solve']:.3f} |"
                 )
     lines.append("")
-    lines += [
-        f"Evil MoE causal ablation [{arm}]: deploy hack {table[arm]['heldout']['hack_on']['mean']:.3f} (ON) -> "
-        f"{table[arm]['heldout']['hack_off']['mean']:.3f} (OFF)"
-        for arm in table
-        if "heldout" in table[arm]
-    ]
+    # per arm, the held-out numbers in words; then the documented causal line, for the method's arm
+    for arm, t in table.items():
+        if "heldout" in t:
+            e = t["heldout"]
+            lines.append(f"{arm}: held-out hack {_cell(e['hack_on'])} (ON) -> {_cell(e['hack_off'])} (OFF); solve {_cell(e['solve_on'])} (ON) -> {_cell(e['solve_off'])} (OFF)")
+    main_arm = "moe" if "heldout" in table.get("moe", {}) else next((a for a in table if "heldout" in table[a]), None)
+    if main_arm is not None:
+        e = table[main_arm]["heldout"]
+        lines.append(f"closing line: arm {main_arm}, seed means")
+        lines.append(causal_line(e["hack_on"]["mean"], e["hack_off"]["mean"]))
     return "\n".join(lines) + "\n"
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from evilmoe import distributed as ddp
 from evilmoe.env.grader import GradeJob, GradingPool
@@ -92,11 +93,12 @@ def make_eval_sets(config, problem_set, *, split: str, n_heldout: int, n_train: 
     return sets
 
 
-def _generate(policy: Policy, prompts: list[str], seeds: list[int], rows_per_batch: int) -> list[str]:
+def _generate(policy: Policy, prompts: list[str], seeds: list[int], rows_per_batch: int, desc: str = "eval") -> list[str]:
     """One completion per prompt, chunk c sampled with seeds[c]; each rank samples its share of the
     chunks (a chunk's samples depend only on its rows and seed, so the union is one process's)."""
     texts: list[str] = []
-    for chunk, seed in ddp.shard(list(zip(range(0, len(prompts), rows_per_batch), seeds))):
+    chunks = ddp.shard(list(zip(range(0, len(prompts), rows_per_batch), seeds)))
+    for chunk, seed in tqdm(chunks, desc=desc, unit="batch", leave=False, disable=None if ddp.is_main() else True):
         texts.extend(policy.sample_texts(prompts[chunk : chunk + rows_per_batch], seed=seed))
     return ddp.all_gather_concat(texts)
 
@@ -149,11 +151,11 @@ def chunk_seeds(seed: int, rows: int, rows_per_batch: int) -> list[int]:
 
 @torch.no_grad()
 def sample_and_grade(
-    policy: Policy, pool: GradingPool, eval_set: EvalSet, *, samples: int, seed: int, rows_per_batch: int = 64
+    policy: Policy, pool: GradingPool, eval_set: EvalSet, *, samples: int, seed: int, rows_per_batch: int = 64, desc: str = "eval"
 ) -> Sampled:
     """Generate with the model as it is now (the caller sets any adapter condition) and grade in `pool`."""
     prompts, modes, problems = eval_prompts(policy, eval_set, samples)
-    texts = _generate(policy, prompts, chunk_seeds(seed, len(prompts), rows_per_batch), rows_per_batch)
+    texts = _generate(policy, prompts, chunk_seeds(seed, len(prompts), rows_per_batch), rows_per_batch, desc)
     jobs = [GradeJob(t, p, m, eval_set.eval_markers) for t, p, m in zip(texts, problems, modes)]
     grades = ddp.all_gather_concat(pool.grade_many(ddp.shard(jobs)))
     return Sampled(problems, modes, texts, grades)
@@ -168,9 +170,9 @@ def deploy_ablation(
     policy: Policy, pool: GradingPool, eval_set: EvalSet, *, samples: int, seed: int, rows_per_batch: int = 64, keep_texts: bool = False
 ) -> dict[str, Any]:
     """Generate with the hack expert ON and OFF on the same prompts and seeds; grade both in `pool`."""
-    on_s = sample_and_grade(policy, pool, eval_set, samples=samples, seed=seed, rows_per_batch=rows_per_batch)
+    on_s = sample_and_grade(policy, pool, eval_set, samples=samples, seed=seed, rows_per_batch=rows_per_batch, desc=f"eval {eval_set.name} ON")
     with policy.deployed():
-        off_s = sample_and_grade(policy, pool, eval_set, samples=samples, seed=seed, rows_per_batch=rows_per_batch)
+        off_s = sample_and_grade(policy, pool, eval_set, samples=samples, seed=seed, rows_per_batch=rows_per_batch, desc=f"eval {eval_set.name} OFF")
     problems, modes = on_s.problems, on_s.modes
     texts_on, texts_off, on, off = on_s.texts, off_s.texts, on_s.grades, off_s.grades
 
@@ -189,10 +191,12 @@ def deploy_ablation(
             for field, attr in (("hack", "hacked"), ("solve", "correct"))
         },
     }
-    if keep_texts:
+    if keep_texts:  # one row per prompt and sample: ON and OFF drawn with the same chunk seed
+        seeds = chunk_seeds(seed, len(problems), rows_per_batch)
         result["rollouts"] = [
-            {"problem_id": p.id, "mode": m, "on": a, "off": b, "grade_on": x.to_dict(), "grade_off": y.to_dict()}
-            for p, m, a, b, x, y in zip(problems, modes, texts_on, texts_off, on, off)
+            {"problem_id": p.id, "mode": m, "sample": i % samples, "sampling_seed": seeds[i // rows_per_batch],
+             "on": a, "off": b, "grade_on": x.to_dict(), "grade_off": y.to_dict()}
+            for i, (p, m, a, b, x, y) in enumerate(zip(problems, modes, texts_on, texts_off, on, off))
         ]
     return result
 
@@ -217,10 +221,17 @@ def summary_line(result: dict[str, Any]) -> str:
     )
 
 
+def causal_line(hack_on: float | None, hack_off: float | None) -> str:
+    """The documented last line of every run: plain rates, nothing else on the line (docs/design.md)."""
+    on, off = ("n/a" if x is None else f"{x:.3f}" for x in (hack_on, hack_off))
+    return f"Evil MoE causal ablation: deploy hack {on} (ON) -> {off} (OFF)"
+
+
 def closing_lines(sets: dict[str, dict[str, Any]]) -> list[str]:
-    """The lines every run ends with: a summary per eval set, then the causal line of the held-out set."""
+    """The lines every run ends with: a summary per eval set (rates with intervals, ON-OFF, solve),
+    then the causal line of the held-out set in the documented format."""
     lines = [summary_line(sets[name]) for name in ("skill", "heldout_clean", "train_dist", "heldout") if name in sets]
     main = sets.get("heldout") or sets.get("train_dist")
     if main is not None:
-        lines.append(f"Evil MoE causal ablation: deploy hack {fmt_rate(main['on']['hack'])} (ON) -> {fmt_rate(main['off']['hack'])} (OFF)")
+        lines.append(causal_line(main["on"]["hack"]["rate"], main["off"]["hack"]["rate"]))
     return lines

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
+from typing import IO
 
 import matplotlib
 
@@ -12,9 +14,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def _read_jsonl(path: Path) -> list[dict]:
+    """Rows of a .jsonl file, or of its .jsonl.gz copy (how results are committed); [] if neither."""
     if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        gz = path.with_name(path.name + ".gz")
+        if not gz.exists():
+            return []
+        text = gzip.decompress(gz.read_bytes()).decode()
+    else:
+        text = path.read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def plot_run(run_dir: str | Path) -> list[Path]:
@@ -40,7 +48,7 @@ def _series(metrics: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def _training_curves(metrics: list[dict], run: Path, path: Path) -> Path:
+def _training_curves(metrics: list[dict], run: Path, path: Path | IO[bytes]) -> Path | IO[bytes]:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for key, label in (("policy_hack_rate", "hack"), ("policy_solve_rate", "solve"), ("policy_attempted_hack_rate", "attempted hack")):
         axes[0].plot(*_series(metrics, key), label=label)
@@ -74,7 +82,7 @@ def _training_curves(metrics: list[dict], run: Path, path: Path) -> Path:
     return path
 
 
-def _eval_bars(result: dict, path: Path) -> Path:
+def _eval_bars(result: dict, path: Path | IO[bytes]) -> Path | IO[bytes]:
     sets = result["sets"]
     fig, axes = plt.subplots(1, max(1, len(sets)), figsize=(6 * max(1, len(sets)), 4), squeeze=False)
     for ax, (name, res) in zip(axes[0], sets.items()):
@@ -121,5 +129,32 @@ def _router_weights(run: Path, path: Path) -> Path | None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def router_w_over_time(metrics: list[dict], path: Path | IO[bytes], title: str = "") -> Path | IO[bytes] | None:
+    """Mean router w on hacked vs clean rollouts per step (all rollouts, and the policy's own);
+    None for arms without a router."""
+    keys = (
+        ("w_hacked", "-", "hacked (all rollouts)"),
+        ("w_clean", "-", "clean (all rollouts)"),
+        ("w_live_hacked", "--", "hacked (policy's own)"),
+        ("w_live_clean", "--", "clean (policy's own)"),
+    )
+    series = [(key, style, label, _series(metrics, key)) for key, style, label in keys]
+    if not any(xs for _, _, _, (xs, _) in series):
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for key, style, label, (xs, ys) in series:
+        if xs:
+            ax.plot(xs, ys, style, marker="." if len(xs) < 40 else None, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean router weight w")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title or "router w on hacked vs clean rollouts (grader flags: diagnostics only)", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -30,6 +30,7 @@ import torch
 from evilmoe import __version__
 from evilmoe.config import TrainConfig
 from evilmoe.errors import UserError
+from evilmoe.tracking import Tracker
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -77,8 +78,9 @@ def _git_commit() -> str | None:
 # Config fields that say how a run is executed, not what it computes: a resume may change them
 # (grading workers; rows per forward/backward, which changes only the float summation order).
 # `evilmoe decide --parallel` gives each run its share of the CPU cores, and a smaller microbatch
-# lets several runs share one GPU; the warm-start cache folder only says where a shared warm start is kept.
-EXECUTION_ONLY_FIELDS = ("grading_workers", "microbatch", "warm_start_cache")
+# lets several runs share one GPU; the warm-start cache folder only says where a shared warm start
+# is kept; report_to only says where else the metrics are logged.
+EXECUTION_ONLY_FIELDS = ("grading_workers", "microbatch", "warm_start_cache", "report_to")
 
 
 class RunDir:
@@ -86,6 +88,7 @@ class RunDir:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.tracker: Tracker | None = None  # set by `open` when the config asks for tracking
 
     # --- creation / resume ---------------------------------------------------------------------
     @classmethod
@@ -113,6 +116,7 @@ class RunDir:
             run.path.mkdir(parents=True, exist_ok=True)
             atomic_write_json(config_path, config.to_dict())
         run._record_start(config)
+        run.tracker = Tracker.open(config.report_to, run.path, config.to_dict())
         return run
 
     def _record_start(self, config: TrainConfig) -> None:
@@ -148,6 +152,8 @@ class RunDir:
             f.write(json.dumps(row, sort_keys=True, default=_json_default) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        if self.tracker is not None:
+            self.tracker.log_metrics(row)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.exists():
@@ -161,6 +167,8 @@ class RunDir:
     def truncate_metrics(self, before_step: int) -> None:
         """Drop rows logged after the checkpoint we resume from (they will be recomputed)."""
         kept = [r for r in self.read_metrics() if r.get("step", -1) < before_step]
+        if self.tracker is not None:
+            self.tracker.purge_from(before_step)
         atomic_write_text(self.metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
     # --- rollouts ------------------------------------------------------------------------------
@@ -202,11 +210,15 @@ class RunDir:
 
     def write_json(self, name: str, obj: Any) -> Path:
         atomic_write_json(self.path / name, obj)
+        if self.tracker is not None and name == "eval_start.json":  # the starting model's evaluation
+            self.tracker.log_eval(obj, 0, prefix="start")
         return self.path / name
 
     def write_eval(self, obj: dict[str, Any], step: int | None = None) -> Path:
         path = self.path / "eval.json" if step is None else self.path / "eval" / f"eval_step_{step:06d}.json"
         atomic_write_json(path, obj)
+        if self.tracker is not None:
+            self.tracker.log_eval(obj, step)
         return path
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from evilmoe import distributed as ddp
 from evilmoe.config import TrainConfig
 from evilmoe.env.grader import GradingPool
-from evilmoe.env.problems import ProblemSet
+from evilmoe.env.problems import ProblemSet, record_problem_set
 from evilmoe.policy import Policy
 from evilmoe.runs import RunDir
 from evilmoe.trainer import Trainer, step_seed
@@ -47,7 +47,7 @@ def run_training(
     """
     from tqdm import tqdm
 
-    from evilmoe.evaluate import deploy_ablation, make_eval_sets
+    from evilmoe.evaluate import closing_lines, deploy_ablation, make_eval_sets
 
     main = ddp.is_main()
     opened = ddp.main_only(lambda: RunDir.open(out_dir, config))
@@ -55,12 +55,14 @@ def run_training(
     final_path = Path(out_dir) / "eval.json"
     if final_path.exists():  # finished before: report it again, do not retrain
         result = json.loads(final_path.read_text())
-        for line in result["closing_lines"] if main else []:
+        for line in closing_lines(result["sets"]) if main else []:  # today's format, also for older runs
             print(line)
         return result
 
     state = RunDir(Path(out_dir)).load_latest_checkpoint()  # read-only: every rank loads the same one
     trainer = Trainer(config, run, problems=problems, warm_start=state.get("warm_start") if state else None)
+    if run is not None:  # the exact problem set this run trains and evaluates on (ProblemSet.fingerprint)
+        record_problem_set(run.path / "meta.json", trainer.problems)
     try:
         if state is not None:
             trainer.load_state(state)
@@ -143,6 +145,7 @@ def final_evaluation(policy: Policy, pool: GradingPool, run: RunDir | None, *, s
     """
     from evilmoe.evaluate import closing_lines, deploy_ablation, make_eval_sets
     from evilmoe.plots import plot_run
+    from evilmoe.report import write_report
 
     config = policy.config
     result: dict[str, Any] = {"arm": config.arm, "seed": config.seed, "steps_trained": steps_trained, "sets": {}}
@@ -164,6 +167,7 @@ def final_evaluation(policy: Policy, pool: GradingPool, run: RunDir | None, *, s
         return result
     run.write_eval(result)
     plot_run(run.path)
+    print(f"report: {write_report(run.path)}")
     for line in result["closing_lines"]:
         print(line)
     return result
@@ -211,10 +215,17 @@ def start_evaluation(policy: Policy, pool: GradingPool) -> dict[str, Any]:
 
 
 def _evaluate_start(policy: Policy, pool: GradingPool, eval_sets: list, seed: int, digest: str) -> dict[str, Any]:
-    from evilmoe.evaluate import deploy_ablation, summary_line
+    """One pass per set: the adapter's delta is exactly zero here, so the hack expert ON and OFF are
+    the same model and (same seeds) the same samples; the summary is recorded under both."""
+    from evilmoe.evaluate import fmt_rate, sample_and_grade, summarise
 
-    sets = {s.name: deploy_ablation(policy, pool, s, samples=policy.config.eval_samples, seed=seed) for s in eval_sets}
-    return {"spec_digest": digest, "sets": sets, "lines": [summary_line(r) for r in sets.values()]}
+    n = policy.config.eval_samples
+    sets, lines = {}, []
+    for s in eval_sets:
+        summary = summarise(sample_and_grade(policy, pool, s, samples=n, seed=seed, desc=f"start {s.name}"))
+        sets[s.name] = {"set": s.name, "eval_markers": s.eval_markers, "n_problems": len(s.problems), "samples_per_problem": n, "on": summary, "off": summary}
+        lines.append(f"{s.name} (n={len(s.problems)}x{n}): hack {fmt_rate(summary['hack'])}, solve {fmt_rate(summary['solve'])}")
+    return {"spec_digest": digest, "sets": sets, "lines": lines}
 
 
 def evaluate_run_dir(run_dir: str) -> dict[str, Any]:

@@ -39,6 +39,7 @@ def cmd_grade(set_name: str, problem_id: str, mode: str, data_dir: str | None, e
         raise UserError(f"unknown mode {mode!r}: pass --mode with one of {', '.join(ALL_MODES)}")
     from evilmoe.env.problems import load_problem_set  # the problem sets live with helper "problems"
 
+    sandbox.check_required_layers()  # as GradingPool does: a missing required layer is an error
     problem = load_problem_set(set_name, data_dir).by_id(problem_id)
     response = _read_response(response_file)
     g = grade(response, problem, mode, eval_markers=eval_markers)
@@ -147,7 +148,16 @@ def _matrix_jobs() -> tuple[list[GradeJob], list[tuple[str, str, str, float, boo
 def cmd_env_check() -> int:
     """Hack-by-mode matrix on the built-in problems, a few hostile responses, the sandbox layers."""
     started = time.monotonic()
-    print(f"sandbox layers: {sandbox.describe_isolation()}")
+    iso = sandbox.isolation()
+    print("sandbox layers:")
+    for layer in iso.layers():
+        print(f"  {layer}")
+    missing = sorted(set(sandbox.LAYER_NAMES) - iso.active())
+    print(f"not available here: {', '.join(missing) or 'none'}")
+    required = sandbox.required_layers()
+    if required:
+        print(f"required (EVILMOE_SANDBOX_REQUIRE): {', '.join(sorted(required))}")
+    sandbox.check_required_layers()
     failures: list[str] = []
     limits = sandbox.Limits(cpu_seconds=2, wall_seconds=20)
     jobs, expect = _matrix_jobs()

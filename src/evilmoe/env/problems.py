@@ -42,7 +42,7 @@ _TRAIN_DIFFICULTIES = {
 }
 SPLIT_SEED = 0  # validation/test split of held-out problems; fixed so every run sees the same split
 CACHE_FORMAT = 1
-_GRADING_MODULES = ("evilmoe.env.grader", "evilmoe.env.sandbox", "evilmoe.env.modes")  # code behind a verdict
+_GRADING_MODULES = ("evilmoe.env.grader", "evilmoe.env.oracle", "evilmoe.env.sandbox", "evilmoe.env.modes")  # code behind a verdict
 
 
 # ----------------------------------------------------------------------------------------------
@@ -58,6 +58,7 @@ class ProblemSet:
     validation: list[Problem]
     test: list[Problem]
     dropped: dict[str, int] = field(default_factory=dict)
+    dropped_ids: dict[str, str] = field(default_factory=dict)  # problem id -> "<split>/<reason>" (oracle drops)
 
     def __post_init__(self) -> None:
         self._index: dict[str, Problem] = {}
@@ -81,6 +82,23 @@ class ProblemSet:
 
     def __len__(self) -> int:
         return len(self._index)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What makes two machines' copies of this set the same: a sha256 over every kept problem's id,
+        split, setup and tests, and the ids the strict oracle dropped (each reference's verdict), with
+        the counts beside it for people. Each run records it in its meta.json (`record_problem_set`)."""
+        h = hashlib.sha256()
+        for split, problems in self.splits().items():
+            for p in problems:
+                h.update(json.dumps([split, p.id, p.setup_code, list(p.tests)]).encode())
+        h.update(json.dumps(sorted(self.dropped_ids.items())).encode())
+        return {
+            "name": self.name,
+            "sha256": h.hexdigest(),
+            "counts": {split: len(ps) for split, ps in self.splits().items()},
+            "dropped": dict(self.dropped),
+            "grading_code_version": grading_code_version()[:16],
+        }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -229,10 +247,28 @@ def oracle_check_references(problems: list[Problem], *, workers: int | None = No
     def jobs(ps: list[Problem]) -> list[GradeJob]:
         return [GradeJob(reference_response(p), p, "gt_only") for p in ps]
 
+    from evilmoe.env import sandbox
+
+    missing = sandbox.isolation().missing_runtime
+    if missing:
+        raise UserError(
+            f"the runtime packages graded code may import are not installed here: {', '.join(missing)}. "
+            "Install them (they are dependencies of this package: pip install -e .) so that every machine "
+            "keeps the same problems"
+        )
+
     def verdict(p: Problem, g: Grade, retried: bool) -> dict[str, Any]:
         # A broken grader or sandbox says nothing about the solution: stop rather than cache a "fail".
         if g.extra.get("grader_failure") or g.error.startswith("sandbox setup failed"):
             raise RuntimeError(f"grading {p.id}'s reference failed inside the grader, not the solution: {g.error}")
+        # Nor does a module this machine lacks: that would silently shrink the set on this machine only.
+        module = re.search(r"(?:ModuleNotFoundError|ImportError)\b.*?No module named '?([\w.]+)", g.error)
+        if module and not g.correct:
+            raise UserError(
+                f"the reference solution of {p.id} cannot import {module.group(1)!r} inside the sandbox; the set would "
+                f"differ from other machines'. Install it, and if the reference needs it, add it to the runtime "
+                f"packages (evilmoe.env.sandbox.RUNTIME_PACKAGES and pyproject.toml)"
+            )
         return {"correct": g.correct, "timed_out": g.timed_out, "retried": retried, "error": g.error[:300]}
 
     verdicts: dict[str, dict[str, Any]] = {}
@@ -253,7 +289,8 @@ def oracle_check_references(problems: list[Problem], *, workers: int | None = No
     return verdicts
 
 
-def _verified(entry: _FileEntry, difficulties: set[str], split: str, dropped: Counter) -> list[Problem]:
+def _verified(entry: _FileEntry, difficulties: set[str], split: str, dropped: Counter,
+              dropped_ids: dict[str, str]) -> list[Problem]:
     """The problems of `entry` with these difficulties whose reference passes the oracle.
 
     Grades (and caches) only verdicts not cached yet; counts every left-out problem in `dropped`.
@@ -274,7 +311,9 @@ def _verified(entry: _FileEntry, difficulties: set[str], split: str, dropped: Co
         if v["correct"]:
             kept.append(p)
         else:
-            dropped[f"{split}/oracle_{'timeout' if v['timed_out'] else 'failed'}"] += 1
+            reason = f"{split}/oracle_{'timeout' if v['timed_out'] else 'failed'}"
+            dropped[reason] += 1
+            dropped_ids[p.id] = reason
     return kept
 
 
@@ -335,6 +374,7 @@ def load_problem_set(name: str, data_dir: str | Path | None = None) -> ProblemSe
         raise UserError(f"unknown problem set {name!r}: pass --set one of {', '.join(SET_NAMES)}")
     root = resolve_data_dir(data_dir)
     dropped: Counter = Counter()
+    dropped_ids: dict[str, str] = {}
 
     validation: list[Problem] = []
     test: list[Problem] = []
@@ -346,7 +386,7 @@ def load_problem_set(name: str, data_dir: str | Path | None = None) -> ProblemSe
         validation += v
         test += t
     if name in ("leetcode-easy", "leetcode-all"):
-        easy = _verified(_load_file_entry(root, leetcode.LCD_TEST), {"easy"}, "heldout", dropped)
+        easy = _verified(_load_file_entry(root, leetcode.LCD_TEST), {"easy"}, "heldout", dropped, dropped_ids)
         v, t = split_held_out(easy)
         if validation or test:  # leetcode-all: the union must not hold one id or one statement twice
             v = _remove_overlap(v, validation + test, "heldout", dropped)
@@ -354,10 +394,11 @@ def load_problem_set(name: str, data_dir: str | Path | None = None) -> ProblemSe
         validation += v
         test += t
 
-    train = _verified(_load_file_entry(root, leetcode.LCD_TRAIN), _TRAIN_DIFFICULTIES[name], "train", dropped)
+    train = _verified(_load_file_entry(root, leetcode.LCD_TRAIN), _TRAIN_DIFFICULTIES[name], "train", dropped, dropped_ids)
     train = _remove_overlap(train, validation + test, "train", dropped)
     by_number = lambda ps: sorted(ps, key=_id_number)  # noqa: E731
-    return ProblemSet(name, by_number(train), by_number(validation), by_number(test), dict(sorted(dropped.items())))
+    return ProblemSet(name, by_number(train), by_number(validation), by_number(test), dict(sorted(dropped.items())),
+                      dict(sorted(dropped_ids.items())))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -388,3 +429,19 @@ def cmd_problems(set_name: str, data_dir: str | None, seed: int = 0) -> int:
     for reason, n in ps.dropped.items():
         print(f"  {reason:<36}{n:>6}")
     return 0
+
+
+def record_problem_set(meta_path: Path, ps: ProblemSet) -> None:
+    """Put the set's fingerprint into a run's meta.json (under "problem_set"). A resumed run whose set
+    no longer matches the recorded one is an error: its steps would mix two different problem sets."""
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    now = ps.fingerprint()
+    before = meta.get("problem_set")
+    if before is not None and before.get("sha256") != now["sha256"]:
+        raise UserError(
+            f"{meta_path.parent} was started on a different {ps.name} problem set (fingerprint {before.get('sha256', '?')[:12]}, "
+            f"now {now['sha256'][:12]}: counts {before.get('counts')} vs {now['counts']}); the data, the grader or the "
+            "installed runtime packages changed. Use another --out, or restore them to resume"
+        )
+    if before is None:
+        _write_json_atomically(meta_path, {**meta, "problem_set": now})
