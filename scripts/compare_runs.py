@@ -1,6 +1,6 @@
 """Do two run directories hold the same numbers? A check that a code change left training unchanged.
 
-    python scripts/compare_runs.py RUN_A RUN_B [--rtol 1e-5] [--atol 1e-8]
+    python scripts/compare_runs.py RUN_A RUN_B [--rtol 1e-5] [--atol 1e-8] [--ignore KEY_PART ...]
 
 Compares metrics.jsonl step by step (every numeric value, nested ones by dotted key such as
 rollout_sources.policy; timings are left out: `time` entries and `*_seconds` values), the
@@ -8,7 +8,9 @@ evaluations (eval.json, eval_start.json and the periodic ones in eval/, where pr
 file of rollouts/ row by row (texts, grades, advantages, w, route labels). Prints, per key, the
 largest relative difference over all steps, then one verdict line. Two values agree when
 |a - b| <= atol + rtol * max(|a|, |b|); a value present on one side only, a None against a number,
-a differing string, or a differing set of steps counts as a mismatch.
+a differing string, or a differing set of steps counts as a mismatch. --ignore leaves out every key
+containing the given text (e.g. `oracle_returncode`: a grading subprocess killed at its time limit on
+a loaded machine in one run and not the other, with the same grade).
 
 Exit status: 0 when everything agrees within the tolerance, 1 otherwise, 2 on a missing file.
 """
@@ -57,12 +59,14 @@ def relative_difference(a: Any, b: Any) -> float:
 class Comparison:
     """Running record of the worst difference per key and whether every value agreed."""
 
-    def __init__(self, rtol: float, atol: float):
-        self.rtol, self.atol = rtol, atol
+    def __init__(self, rtol: float, atol: float, ignore: tuple[str, ...] = ()):
+        self.rtol, self.atol, self.ignore = rtol, atol, ignore
         self.worst: dict[str, float] = {}
         self.failures: dict[str, str] = {}
 
     def add(self, key: str, a: Any, b: Any, where: str) -> None:
+        if any(part in key for part in self.ignore):
+            return
         rel = relative_difference(a, b)
         self.worst[key] = max(self.worst.get(key, 0.0), rel)
         if rel == 0.0:
@@ -85,8 +89,8 @@ def by_step(run: Path) -> dict[int, dict[str, Any]]:
     return {row["step"]: row for row in rows}  # a resumed run's rewritten step: the last row wins
 
 
-def compare(run_a: Path, run_b: Path, rtol: float, atol: float) -> Comparison:
-    result = Comparison(rtol, atol)
+def compare(run_a: Path, run_b: Path, rtol: float, atol: float, ignore: tuple[str, ...] = ()) -> Comparison:
+    result = Comparison(rtol, atol, ignore)
     steps_a, steps_b = by_step(run_a), by_step(run_b)
     if set(steps_a) != set(steps_b):
         result.failures["metrics:steps"] = f"{sorted(steps_a)} vs {sorted(steps_b)}"
@@ -123,10 +127,11 @@ def main() -> int:
     parser.add_argument("run_b", type=Path)
     parser.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance (default 1e-5)")
     parser.add_argument("--atol", type=float, default=1e-8, help="absolute tolerance for values near 0 (default 1e-8)")
+    parser.add_argument("--ignore", action="append", default=[], metavar="KEY_PART", help="leave out keys containing this text")
     parser.add_argument("--all", action="store_true", help="print every key, not only those that differ at all")
     args = parser.parse_args()
     try:
-        result = compare(args.run_a, args.run_b, args.rtol, args.atol)
+        result = compare(args.run_a, args.run_b, args.rtol, args.atol, tuple(args.ignore))
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

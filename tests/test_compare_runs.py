@@ -42,6 +42,7 @@ def test_a_number_beyond_the_tolerance_or_a_changed_text_fails(tmp_path):
     far = _compare(a, _run_dir(tmp_path / "far", reward=0.6))
     assert far.returncode == 1 and "metrics:reward_mean" in far.stdout and "MISMATCH" in far.stdout
     assert _compare(a, _run_dir(tmp_path / "far2", reward=0.6), "--rtol", "0.5").returncode == 0
+    assert _compare(a, tmp_path / "far2", "--ignore", "reward_mean").returncode == 0
     text = _compare(a, _run_dir(tmp_path / "text", text="b"))
     assert text.returncode == 1 and "step_000000.jsonl:0.text" in text.stdout
 
