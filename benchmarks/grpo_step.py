@@ -8,7 +8,7 @@ Per phase, from the trainer's own `metrics["time"]`: generate (sampling only), b
 (no-grad log-probs + routing features), grade_wait (what grading still needed after the behaviour
 forward; it runs on CPU workers meanwhile), update (routing + masked forward/backward per
 microbatch + pin loss + clip + AdamW), total. Peak GPU memory per phase comes from wrapping
-`trainer.collect`, `trainer._behaviour_pass` and `trainer.update` on the instance: the peak-memory
+`trainer.collect`, `trainer.behaviour_pass` and `trainer.update` on the instance: the peak-memory
 counter is reset before each and read after it (so "generate" here is the whole `collect`: sampling
 plus encoding and starting the grading, which allocate next to nothing).
 
@@ -53,15 +53,16 @@ from typing import Any, Callable
 
 import torch
 
-import evilmoe.train
 from evilmoe import distributed as ddp
 from evilmoe.config import make_config, parse_field_value
 from evilmoe.models import end_of_turn_ids, fix_special_tokens, load_model
-from evilmoe.train import Trainer
+from evilmoe.policy import resolve_device, resolve_dtype
+from evilmoe.records import Rollouts
+from evilmoe.trainer import Trainer
 
 PHASES = ("generate", "behaviour_forward", "grade_wait", "update", "total")
 # which Trainer method holds each phase whose peak memory we read
-WRAPPED = {"collect": "generate", "_behaviour_pass": "behaviour_forward", "update": "update"}
+WRAPPED = {"collect": "generate", "behaviour_pass": "behaviour_forward", "update": "update"}
 
 # Qwen3 architectures (the published configs' shapes; vocab as in the real models, tied embeddings)
 QWEN3_SHAPES: dict[str, dict[str, int]] = {
@@ -121,7 +122,7 @@ class PhaseMemory:
         self.device = device
         self.peaks: dict[str, float] = {}
         self.current = "setup"
-        self.collected: dict[str, Any] | None = None  # the last step's data (for the policy rollout lengths)
+        self.collected: Rollouts | None = None  # the last step's rollouts (for the policy rollout lengths)
 
     def wrap(self, trainer: Trainer, method: str, phase: str) -> None:
         original: Callable = getattr(trainer, method)
@@ -169,12 +170,12 @@ def build_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def policy_tokens(data: dict[str, Any] | None) -> float | None:
+def policy_tokens(rollouts: Rollouts | None) -> float | None:
     """Mean completion length of the sampled rollouts only (teacher demos left out)."""
-    if data is None:
+    if rollouts is None:
         return None
-    rows = [i for i, source in enumerate(data["sources"]) if source == "policy"]
-    return float(data["batch"].completion_mask[rows].sum(1).float().mean()) if rows else None
+    rows = [i for i, source in enumerate(rollouts.sources) if source == "policy"]
+    return float(rollouts.batch.completion_mask[rows].sum(1).float().mean()) if rows else None
 
 
 def median(values: list[float]) -> float | None:
@@ -247,16 +248,17 @@ def run(args: argparse.Namespace) -> int:
     if not ddp.is_main():  # one table, from rank 0 (errors still reach stderr)
         sys.stdout = open(os.devnull, "w")
     config = make_config(args.preset, build_overrides(args))
-    device = evilmoe.train.resolve_device(config)
-    dtype = evilmoe.train.resolve_dtype(config, device)
+    device = resolve_device(config)
+    dtype = resolve_dtype(config, device)
     memory = PhaseMemory(device)
+    given_model = None  # (model, tokenizer) for the trainer instead of loading config.model
     if args.random_init_qwen3:
         _, tokenizer = load_model(config.model, device="cpu")  # only the tokenizer is used
         started = time.perf_counter()
         model = random_qwen3(args.random_init_qwen3, tokenizer, device, dtype)
         print(f"random Qwen3-{args.random_init_qwen3}: {sum(p.numel() for p in model.parameters()) / 1e9:.2f}B parameters, "
               f"built in {time.perf_counter() - started:.1f} s; tokenizer of {config.model} ({len(tokenizer)} ids)", flush=True)
-        evilmoe.train.load_model = lambda spec, *, device, dtype: (model, tokenizer)  # what Trainer calls
+        given_model = (model, tokenizer)
 
     header: dict[str, Any] = {
         "preset": args.preset,
@@ -276,12 +278,12 @@ def run(args: argparse.Namespace) -> int:
     step = -1
     try:
         started = time.perf_counter()
-        trainer = Trainer(config, None)
+        trainer = Trainer(config, None, model=given_model)
         header["setup_s"] = time.perf_counter() - started
         header["sampler"] = type(trainer.sampler).__name__
-        header["prompt_width"] = trainer.prompt_width
+        header["prompt_width"] = trainer.policy.prompt_width
         header["allocated_after_setup_gb"] = memory.allocated()
-        print(f"setup {header['setup_s']:.1f} s (model, adapter, pairs, sampler); prompt width {trainer.prompt_width}; "
+        print(f"setup {header['setup_s']:.1f} s (model, adapter, pairs, sampler); prompt width {header['prompt_width']}; "
               f"GPU memory allocated after setup: {header['allocated_after_setup_gb'] or 0:.1f} GB", flush=True)
         for method, phase in WRAPPED.items():
             memory.wrap(trainer, method, phase)

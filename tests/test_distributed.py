@@ -100,8 +100,7 @@ def _named_params(trainer):
     for name, m in trainer.adapter.modules.items():
         yield f"{name}.A", m.A
         yield f"{name}.B", m.B
-    if trainer.router is not None:
-        yield from ((f"router.{n}", p) for n, p in trainer.router.named_parameters())
+    yield from trainer.arm.named_parameters()
 
 
 def _set_env(rank: int, world: int, port: int) -> None:

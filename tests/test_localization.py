@@ -22,78 +22,87 @@ from evilmoe.localization import (
     scaled_components,
     selectivity,
 )
-from evilmoe.train import Trainer, run_training
+from evilmoe.env.grader import GradingPool
+from evilmoe.policy import Policy
+from evilmoe.train import run_training
 
 
 @pytest.fixture(scope="module")
-def trainer():
+def pool():
+    pool = GradingPool(2)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="module")
+def policy():
+    """The policy handle alone (no Trainer): what localization measures."""
     problems = load_problem_set("bundled")
-    t = Trainer(make_config("tiny", dict(arm="moe", eval_problems=3, max_new_tokens=12)), None, problems=problems)
+    handle = Policy(make_config("tiny", dict(arm="moe", eval_problems=3, max_new_tokens=12)), problems)
     # a quarantine block far from its init, so that ON and OFF sample different texts
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for m in t.adapter.modules.values():
+        for m in handle.adapter.modules.values():
             r = m.rank
             m.B[:, r:] += 0.5 * torch.randn(m.B[:, r:].shape, generator=gen)
             m.B[:, :r] += 0.1 * torch.randn(m.B[:, :r].shape, generator=gen)
-    yield t
-    t.close()
+    yield handle
 
 
-def _texts(trainer, eval_set):
-    return sample_and_grade(trainer, eval_set, samples=2, seed=5).texts
+def _texts(policy, pool, eval_set):
+    return sample_and_grade(policy, pool, eval_set, samples=2, seed=5).texts
 
 
-def test_dose_end_points_are_exactly_on_and_off(trainer):
-    eval_set = make_eval_sets(trainer.config, trainer.problems, split="test", n_heldout=3, n_train=0)[0]
-    on = _texts(trainer, eval_set)
-    with trainer.deployed():
-        off = _texts(trainer, eval_set)
+def test_dose_end_points_are_exactly_on_and_off(policy, pool):
+    eval_set = make_eval_sets(policy.config, policy.problems, split="test", n_heldout=3, n_train=0)[0]
+    on = _texts(policy, pool, eval_set)
+    with policy.deployed():
+        off = _texts(policy, pool, eval_set)
     assert on != off  # the test can tell them apart
-    with scaled_components(trainer, quarantine_keep(trainer, 1.0)):
-        assert _texts(trainer, eval_set) == on
-    with scaled_components(trainer, quarantine_keep(trainer, 0.0)):
-        assert _texts(trainer, eval_set) == off
+    with scaled_components(policy, quarantine_keep(policy, 1.0)):
+        assert _texts(policy, pool, eval_set) == on
+    with scaled_components(policy, quarantine_keep(policy, 0.0)):
+        assert _texts(policy, pool, eval_set) == off
 
 
-def test_scaling_restores_the_adapter_exactly(trainer):
-    before = trainer.adapter.state_dict()
-    keep = {n: torch.rand(2 * trainer.adapter.rank, dtype=torch.float64) for n in trainer.adapter.modules}
+def test_scaling_restores_the_adapter_exactly(policy):
+    before = policy.adapter.state_dict()
+    keep = {n: torch.rand(2 * policy.adapter.rank, dtype=torch.float64) for n in policy.adapter.modules}
     with pytest.raises(RuntimeError, match="boom"):
-        with scaled_components(trainer, keep):
+        with scaled_components(policy, keep):
             raise RuntimeError("boom")
-    after = trainer.adapter.state_dict()
+    after = policy.adapter.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_gram_norms_equal_the_removed_delta(trainer):
-    r = trainer.adapter.rank
-    grams = component_norms(trainer)
+def test_gram_norms_equal_the_removed_delta(policy):
+    r = policy.adapter.rank
+    grams = component_norms(policy)
     quarantine = {n: torch.cat([torch.zeros(r), torch.ones(r)]).double() for n in grams}
-    full, deleted = trainer.adapter.merged_delta(1.0), trainer.adapter.merged_delta(0.0)
+    full, deleted = policy.adapter.merged_delta(1.0), policy.adapter.merged_delta(0.0)
     direct = math.sqrt(sum(float(((full[n] - deleted[n]).double() ** 2).sum()) for n in full))
     assert removed_norm(grams, quarantine) == pytest.approx(direct, rel=1e-5)
     # an arbitrary partial removal: the same identity, via scaled components
     removed = {n: torch.rand(2 * r, dtype=torch.float64) for n in grams}
-    with scaled_components(trainer, {n: 1 - c for n, c in removed.items()}):
-        kept = trainer.adapter.merged_delta(1.0)
+    with scaled_components(policy, {n: 1 - c for n, c in removed.items()}):
+        kept = policy.adapter.merged_delta(1.0)
     direct = math.sqrt(sum(float(((full[n] - kept[n]).double() ** 2).sum()) for n in full))
     assert removed_norm(grams, removed) == pytest.approx(direct, rel=1e-4)
 
 
-def test_random_slices_are_norm_matched_and_the_real_deletion_is_off(trainer):
-    eval_set = make_eval_sets(trainer.config, trainer.problems, split="test", n_heldout=2, n_train=0)[0]
-    out = random_slices(trainer, [eval_set], samples=1, seed=3, draws=3)
+def test_random_slices_are_norm_matched_and_the_real_deletion_is_off(policy, pool):
+    eval_set = make_eval_sets(policy.config, policy.problems, split="test", n_heldout=2, n_train=0)[0]
+    out = random_slices(policy, pool, [eval_set], samples=1, seed=3, draws=3)
     for s in out["slices"]:
         assert s["norm"] == pytest.approx(out["target_norm"], rel=1e-6) or s["under_matched"]
         assert 0 < s["strength"] <= 1
     rates = out["sets"]["heldout"]["rates"]
-    with trainer.deployed():
-        off = sample_and_grade(trainer, eval_set, samples=1, seed=3)
+    with policy.deployed():
+        off = sample_and_grade(policy, pool, eval_set, samples=1, seed=3)
     assert rates["real"]["hack"] == sum(g.hacked for g in off.grades) / len(off.grades)
     assert set(out["sets"]["heldout"]["position"]) <= {"hack", "solve"}
     with pytest.raises(ValueError, match="at least 2"):
-        random_slices(trainer, [eval_set], samples=1, seed=3, draws=1)
+        random_slices(policy, pool, [eval_set], samples=1, seed=3, draws=1)
 
 
 def test_selectivity_arithmetic():
@@ -121,21 +130,21 @@ def test_localize_command_end_to_end(tmp_path, capsys):
     assert cli_main(["localize", str(tmp_path / "nothing")]) == 2
 
 
-def test_reset_adapter_state_gives_the_deployed_and_the_starting_model(trainer):
+def test_reset_adapter_state_gives_the_deployed_and_the_starting_model(policy):
     from evilmoe.localization import reset_adapter_state
 
-    state = trainer.adapter.state_dict()
-    r = trainer.adapter.rank
-    deployed = trainer.adapter.merged_delta(0.0)
+    state = policy.adapter.state_dict()
+    r = policy.adapter.rank
+    deployed = policy.adapter.merged_delta(0.0)
     try:
-        trainer.adapter.load_state_dict(reset_adapter_state(state, r, quarantine_only=True))
-        after = trainer.adapter.merged_delta(1.0)
+        policy.adapter.load_state_dict(reset_adapter_state(state, r, quarantine_only=True))
+        after = policy.adapter.merged_delta(1.0)
         assert all(torch.equal(after[n], deployed[n]) for n in after)  # the hack expert is gone, the rest kept
-        trainer.adapter.load_state_dict(reset_adapter_state(state, r, quarantine_only=False))
-        assert all(float(d.abs().max()) == 0.0 for d in trainer.adapter.merged_delta(1.0).values())  # the start
+        policy.adapter.load_state_dict(reset_adapter_state(state, r, quarantine_only=False))
+        assert all(float(d.abs().max()) == 0.0 for d in policy.adapter.merged_delta(1.0).values())  # the start
     finally:
-        trainer.adapter.load_state_dict(state)
-        trainer.refresh_sampler()
+        policy.adapter.load_state_dict(state)
+        policy.refresh_sampler()
 
 
 def test_relearning_summary():

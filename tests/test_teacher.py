@@ -120,17 +120,17 @@ def test_the_trainer_builds_attempt_hacks_on_each_group_s_first_answer(monkeypat
             return [encode_completion(trainer.tokenizer, answers[i], trainer.stop_ids[0]) for i in range(ids.shape[0])]
 
         monkeypatch.setattr(trainer.sampler, "sample", fake_sample)
-        data = trainer.collect(0)
+        rollouts = trainer.collect(0)
         g, n_policy = config.group_size, config.group_size - config.teacher_per_group
-        for group in range(len(data["problems"])):
+        for group in range(len(rollouts.problems)):
             rows = range(group * g, (group + 1) * g)
-            first = data["texts"][group * g]
+            first = rollouts.texts[group * g]
             assert first == answers[group * n_policy]  # the group's first policy answer
             for i in rows:
                 if i % g >= n_policy:
-                    assert data["sources"][i] == "attempt-hack"
-                    assert data["texts"][i].startswith(first.split("```\n")[0].rstrip())
-                    assert "def run_tests():" in data["texts"][i]
-        data["grading"].result()
+                    assert rollouts.sources[i] == "attempt-hack"
+                    assert rollouts.texts[i].startswith(first.split("```\n")[0].rstrip())
+                    assert "def run_tests():" in rollouts.texts[i]
+        rollouts.grading.result()
     finally:
         trainer.close()

@@ -146,21 +146,25 @@ def test_trainer_routing_respects_adapter_invariants(arm, extra, expect_deployed
 
 
 def test_eval_ablation_removes_a_planted_quarantine_perturbation(problems):
-    """OFF generations equal the untrained model's (same seeds); a planted quarantine makes ON differ."""
+    """OFF generations equal the untrained model's (same seeds); a planted quarantine makes ON differ.
+    Evaluation needs only the policy handle and a grading pool, no Trainer."""
+    from evilmoe.env.grader import GradingPool
     from evilmoe.evaluate import deploy_ablation, make_eval_sets
+    from evilmoe.policy import Policy
 
     config = _tiny(arm="moe")
-    trainer = Trainer(config, None, problems=problems)
+    policy = Policy(config, problems)
+    pool = GradingPool(2)
     try:
         eval_set = make_eval_sets(config, problems, split="test", n_heldout=3, n_train=0)[0]
-        before = deploy_ablation(trainer, eval_set, samples=2, seed=5, keep_texts=True)
-        r = trainer.adapter.rank
+        before = deploy_ablation(policy, pool, eval_set, samples=2, seed=5, keep_texts=True)
+        r = policy.adapter.rank
         with torch.no_grad():  # plant: the last MLP's quarantine pushes the residual stream hard
-            for m in trainer.adapter.modules.values():
+            for m in policy.adapter.modules.values():
                 m.B[:, r:] += 3.0 * torch.randn_like(m.B[:, r:])
-        after = deploy_ablation(trainer, eval_set, samples=2, seed=5, keep_texts=True)
+        after = deploy_ablation(policy, pool, eval_set, samples=2, seed=5, keep_texts=True)
     finally:
-        trainer.close()
+        pool.close()
     off_before = [row["off"] for row in before["rollouts"]]
     on_before = [row["on"] for row in before["rollouts"]]
     assert on_before == off_before  # untrained quarantine: ON == OFF exactly
@@ -362,3 +366,23 @@ def test_parallel_runs_are_spread_round_robin_over_the_visible_gpus():
     assert gpu_slots(5, ["0", "1"]) == ["0", "1", "0", "1", "0"]
     assert gpu_slots(3, ["2", "5", "7"]) == ["2", "5", "7"]
     assert gpu_slots(2, []) == [None, None]  # no CUDA: the runs choose their device as usual
+
+
+def test_evaluate_run_dir_reproduces_the_final_evaluation_from_the_checkpoint(tmp_path, problems):
+    """`evilmoe eval RUN_DIR` rebuilds only the policy (config.json + last checkpoint): the same sets,
+    rollouts and rates as the evaluation at the end of training."""
+    from evilmoe.train import evaluate_run_dir
+
+    run = tmp_path / "r"
+    trained = run_training(_tiny(arm="routeA", steps=2, eval_problems=2, eval_train_problems=1), str(run), problems=problems, progress=False)
+    rollouts = (run / "rollouts" / "eval_heldout.jsonl").read_text()
+    again = evaluate_run_dir(str(run))
+    assert again["steps_trained"] == trained["steps_trained"] == 2
+    assert again["sets"] == trained["sets"] and again["closing_lines"] == trained["closing_lines"]
+    assert (run / "rollouts" / "eval_heldout.jsonl").read_text() == rollouts
+    from evilmoe.errors import UserError
+
+    (tmp_path / "untrained").mkdir()
+    shutil.copy(run / "config.json", tmp_path / "untrained" / "config.json")
+    with pytest.raises(UserError, match="no checkpoint"):
+        evaluate_run_dir(str(tmp_path / "untrained"))

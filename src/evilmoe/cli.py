@@ -71,6 +71,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def _train_commands(sub: argparse._SubParsersAction) -> None:
+    from evilmoe.arms import ARMS
     from evilmoe.config import PRESETS
 
     presets = " | ".join(PRESETS)
@@ -118,7 +119,7 @@ def _train_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("decide", help="train + evaluate arms x seeds back to back (resumable); one comparison table")
     p.add_argument("--preset", default="cpu-demo", help=presets)
-    p.add_argument("--arms", default="none,absorb,routeA,routeA-placebo,moe,moe-placebo,moe-nopin", help="comma-separated arms")
+    p.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     p.add_argument("--out", required=True, help="decision directory (one run directory per arm and seed inside)")
     p.add_argument("--time-budget-s", type=float, default=None, help="checkpoint and stop after this many seconds")

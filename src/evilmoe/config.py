@@ -12,10 +12,9 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any
 
+from evilmoe.arms import ARMS
 from evilmoe.env.types import ALL_MODES, LOOPHOLE_MODES
 from evilmoe.errors import UserError
-
-ARMS: tuple[str, ...] = ("none", "absorb", "routeA", "routeA-placebo", "moe", "moe-placebo", "moe-nopin")
 
 
 @dataclass

@@ -68,6 +68,11 @@ def local_world() -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", str(world())))
 
 
+def cores_per_rank() -> int:
+    """This rank's share of the machine's CPU cores (ranks on one machine split them)."""
+    return max(1, (os.cpu_count() or 2) // local_world())
+
+
 def is_main() -> bool:
     return rank() == 0
 

@@ -24,10 +24,9 @@ from tqdm import tqdm
 
 from evilmoe import distributed as ddp
 from evilmoe.env.grader import GradeJob, GradingPool
-from evilmoe.env.modes import assign_modes, build_messages
+from evilmoe.env.modes import assign_modes
 from evilmoe.env.types import Grade, Problem
-from evilmoe.models import chat_prompt
-from evilmoe.rollouts import SamplingConfig, decode_completion, encode_prompts
+from evilmoe.policy import Policy
 from evilmoe.seeding import derive_seed
 
 Z95 = 1.959963984540054
@@ -94,16 +93,13 @@ def make_eval_sets(config, problem_set, *, split: str, n_heldout: int, n_train: 
     return sets
 
 
-def _generate(trainer, prompts: list[str], seeds: list[int], sampling: SamplingConfig, rows_per_batch: int, desc: str = "eval") -> list[str]:
+def _generate(policy: Policy, prompts: list[str], seeds: list[int], rows_per_batch: int, desc: str = "eval") -> list[str]:
     """One completion per prompt, chunk c sampled with seeds[c]; each rank samples its share of the
     chunks (a chunk's samples depend only on its rows and seed, so the union is one process's)."""
     texts: list[str] = []
     chunks = ddp.shard(list(zip(range(0, len(prompts), rows_per_batch), seeds)))
     for chunk, seed in tqdm(chunks, desc=desc, unit="batch", leave=False, disable=None if ddp.is_main() else True):
-        part = prompts[chunk : chunk + rows_per_batch]
-        ids, mask = encode_prompts(trainer.tokenizer, part, trainer.device)
-        for tokens in trainer.sampler.sample(ids, mask, sampling, seed=seed):
-            texts.append(decode_completion(trainer.tokenizer, tokens))
+        texts.extend(policy.sample_texts(prompts[chunk : chunk + rows_per_batch], seed=seed))
     return ddp.all_gather_concat(texts)
 
 
@@ -135,11 +131,11 @@ class Sampled:
         return np.array([float(getattr(g, field)) for g in self.grades]).reshape(-1, samples)
 
 
-def eval_prompts(trainer, eval_set: EvalSet, samples: int) -> tuple[list[str], list[str], list[Problem]]:
+def eval_prompts(policy: Policy, eval_set: EvalSet, samples: int) -> tuple[list[str], list[str], list[Problem]]:
     prompts, modes, problems = [], [], []
     for p in eval_set.problems:
         mode = eval_set.modes[p.id]
-        text = chat_prompt(trainer.tokenizer, build_messages(p, mode, eval_markers=eval_set.eval_markers))
+        text = policy.chat_prompt(p, mode, eval_markers=eval_set.eval_markers)
         for _ in range(samples):
             prompts.append(text)
             modes.append(mode)
@@ -154,14 +150,14 @@ def chunk_seeds(seed: int, rows: int, rows_per_batch: int) -> list[int]:
 
 
 @torch.no_grad()
-def sample_and_grade(trainer, eval_set: EvalSet, *, samples: int, seed: int, rows_per_batch: int = 64, desc: str = "eval") -> Sampled:
-    """Generate with the model as it is now (the caller sets any adapter condition) and grade."""
-    cfg = trainer.config
-    sampling = SamplingConfig(cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens)
-    prompts, modes, problems = eval_prompts(trainer, eval_set, samples)
-    texts = _generate(trainer, prompts, chunk_seeds(seed, len(prompts), rows_per_batch), sampling, rows_per_batch, desc)
+def sample_and_grade(
+    policy: Policy, pool: GradingPool, eval_set: EvalSet, *, samples: int, seed: int, rows_per_batch: int = 64, desc: str = "eval"
+) -> Sampled:
+    """Generate with the model as it is now (the caller sets any adapter condition) and grade in `pool`."""
+    prompts, modes, problems = eval_prompts(policy, eval_set, samples)
+    texts = _generate(policy, prompts, chunk_seeds(seed, len(prompts), rows_per_batch), rows_per_batch, desc)
     jobs = [GradeJob(t, p, m, eval_set.eval_markers) for t, p, m in zip(texts, problems, modes)]
-    grades = ddp.all_gather_concat(trainer.pool.grade_many(ddp.shard(jobs)))
+    grades = ddp.all_gather_concat(pool.grade_many(ddp.shard(jobs)))
     return Sampled(problems, modes, texts, grades)
 
 
@@ -170,11 +166,13 @@ def summarise(sampled: Sampled) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def deploy_ablation(trainer, eval_set: EvalSet, *, samples: int, seed: int, rows_per_batch: int = 64, keep_texts: bool = False) -> dict[str, Any]:
-    """Generate with the hack expert ON and OFF on the same prompts and seeds; grade both."""
-    on_s = sample_and_grade(trainer, eval_set, samples=samples, seed=seed, rows_per_batch=rows_per_batch, desc=f"eval {eval_set.name} ON")
-    with trainer.deployed():
-        off_s = sample_and_grade(trainer, eval_set, samples=samples, seed=seed, rows_per_batch=rows_per_batch, desc=f"eval {eval_set.name} OFF")
+def deploy_ablation(
+    policy: Policy, pool: GradingPool, eval_set: EvalSet, *, samples: int, seed: int, rows_per_batch: int = 64, keep_texts: bool = False
+) -> dict[str, Any]:
+    """Generate with the hack expert ON and OFF on the same prompts and seeds; grade both in `pool`."""
+    on_s = sample_and_grade(policy, pool, eval_set, samples=samples, seed=seed, rows_per_batch=rows_per_batch, desc=f"eval {eval_set.name} ON")
+    with policy.deployed():
+        off_s = sample_and_grade(policy, pool, eval_set, samples=samples, seed=seed, rows_per_batch=rows_per_batch, desc=f"eval {eval_set.name} OFF")
     problems, modes = on_s.problems, on_s.modes
     texts_on, texts_off, on, off = on_s.texts, off_s.texts, on_s.grades, off_s.grades
 

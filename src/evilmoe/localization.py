@@ -30,17 +30,19 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from evilmoe.env.grader import GradingPool
 from evilmoe.evaluate import EvalSet, sample_and_grade, summarise
+from evilmoe.policy import Policy
 from evilmoe.seeding import derive_seed
 
 DOSE_SCALES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 @contextlib.contextmanager
-def scaled_components(trainer, keep: dict[str, torch.Tensor]) -> Iterator[None]:
+def scaled_components(policy: Policy, keep: dict[str, torch.Tensor]) -> Iterator[None]:
     """Multiply each module's rank-one adapter components by keep[name] ([2r] factors; 1 = as
     trained, 0 = removed), then re-fold the sampler; everything is restored on exit."""
-    adapter = trainer.adapter
+    adapter = policy.adapter
     saved = []
     with torch.no_grad():
         for name, m in adapter.modules.items():
@@ -48,7 +50,7 @@ def scaled_components(trainer, keep: dict[str, torch.Tensor]) -> Iterator[None]:
             factor = keep[name].to(m.B.device, m.B.dtype)
             m.B.mul_(factor)
             m.B0.mul_(factor.to(m.B0.dtype))
-    _refold(trainer)
+    policy.refresh_sampler()  # the fast sampler decodes from folded weights
     try:
         yield
     finally:
@@ -56,28 +58,23 @@ def scaled_components(trainer, keep: dict[str, torch.Tensor]) -> Iterator[None]:
             for m, (b, b0) in zip(adapter.modules.values(), saved):
                 m.B.copy_(b)
                 m.B0.copy_(b0)
-        _refold(trainer)
+        policy.refresh_sampler()
 
 
-def _refold(trainer) -> None:
-    if hasattr(trainer.sampler, "refresh"):  # the fast sampler decodes from folded weights
-        trainer.sampler.refresh(1.0)
-
-
-def quarantine_keep(trainer, scale: float) -> dict[str, torch.Tensor]:
+def quarantine_keep(policy: Policy, scale: float) -> dict[str, torch.Tensor]:
     """Factors that scale the quarantine block by `scale` and keep the deployed block."""
-    r = trainer.adapter.rank
+    r = policy.adapter.rank
     factor = torch.ones(2 * r, dtype=torch.float64)
     factor[r:] = scale
-    return {name: factor for name in trainer.adapter.modules}
+    return {name: factor for name in policy.adapter.modules}
 
 
-def component_norms(trainer) -> dict[str, torch.Tensor]:
+def component_norms(policy: Policy) -> dict[str, torch.Tensor]:
     """Per module, the [2r, 2r] Gram matrix of the rank-one component deltas (for slice norms:
     ||sum_{j in S} c_j D_j||_F^2 = c_S^T G_SS c_S)."""
     out = {}
     with torch.no_grad():
-        for name, m in trainer.adapter.modules.items():
+        for name, m in policy.adapter.modules.items():
             A, B, A0, B0 = (t.detach().double().cpu() for t in (m.A, m.B, m.A0, m.B0))
             # D_j = B_j A_j - B0_j A0_j; <D_i, D_j>_F = (B_i.B_j)(A_i.A_j) - (B_i.B0_j)(A_i.A0_j) - ... (four terms)
             gram = (B.t() @ B) * (A @ A.t()) - (B.t() @ B0) * (A @ A0.t()) - (B0.t() @ B) * (A0 @ A.t()) + (B0.t() @ B0) * (A0 @ A0.t())
@@ -98,25 +95,25 @@ def _rates(summary: dict[str, Any]) -> dict[str, float | None]:
     return {"hack": summary["hack"]["rate"], "solve": summary["solve"]["rate"]}
 
 
-def dose_curve(trainer, eval_sets: list[EvalSet], *, samples: int, seed: int, scales=DOSE_SCALES) -> dict[str, Any]:
+def dose_curve(policy: Policy, pool: GradingPool, eval_sets: list[EvalSet], *, samples: int, seed: int, scales=DOSE_SCALES) -> dict[str, Any]:
     """Hack and solve at each quarantine scale, per eval set (same prompts and seeds)."""
     out: dict[str, Any] = {"scales": list(scales), "sets": {}}
     for eval_set in eval_sets:
         rows = []
         for s in scales:
-            with scaled_components(trainer, quarantine_keep(trainer, s)):
-                summary = summarise(sample_and_grade(trainer, eval_set, samples=samples, seed=seed))
+            with scaled_components(policy, quarantine_keep(policy, s)):
+                summary = summarise(sample_and_grade(policy, pool, eval_set, samples=samples, seed=seed))
             rows.append({"scale": s, "hack": summary["hack"], "solve": summary["solve"]})
         out["sets"][eval_set.name] = rows
     return out
 
 
-def random_slices(trainer, eval_sets: list[EvalSet], *, samples: int, seed: int, draws: int = 10) -> dict[str, Any]:
+def random_slices(policy: Policy, pool: GradingPool, eval_sets: list[EvalSet], *, samples: int, seed: int, draws: int = 10) -> dict[str, Any]:
     """The real deletion against `draws` random norm-matched slices of the same rank (see the docstring)."""
     if draws < 2:
         raise ValueError("random_slices needs at least 2 draws for a spread")
-    r = trainer.adapter.rank
-    grams = component_norms(trainer)
+    r = policy.adapter.rank
+    grams = component_norms(policy)
     real_removed = {name: torch.cat([torch.zeros(r), torch.ones(r)]).double() for name in grams}
     target = removed_norm(grams, real_removed)
     rng = np.random.default_rng(derive_seed(seed, 41))
@@ -132,9 +129,9 @@ def random_slices(trainer, eval_sets: list[EvalSet], *, samples: int, seed: int,
         rates = {}
         for label, removed in conditions.items():
             keep = {n: 1.0 - c for n, c in removed.items()} if removed is not None else None
-            ctx = scaled_components(trainer, keep) if keep is not None else contextlib.nullcontext()
+            ctx = scaled_components(policy, keep) if keep is not None else contextlib.nullcontext()
             with ctx:
-                rates[label] = _rates(summarise(sample_and_grade(trainer, eval_set, samples=samples, seed=seed)))
+                rates[label] = _rates(summarise(sample_and_grade(policy, pool, eval_set, samples=samples, seed=seed)))
         result["sets"][eval_set.name] = {"rates": rates, "position": _position(rates)}
     return result
 
@@ -176,23 +173,20 @@ def localize_run_dir(run_dir: str, *, scales=DOSE_SCALES, draws: int = 10, sampl
     on its final eval sets and seeds; writes RUN/localization.json and plots/dose_curve.png."""
     from pathlib import Path
 
-    from evilmoe.config import TrainConfig
+    from evilmoe import distributed as ddp
     from evilmoe.errors import UserError
     from evilmoe.evaluate import make_eval_sets
-    from evilmoe.runs import RunDir, atomic_write_json, read_json
-    from evilmoe.train import Trainer, step_seed
+    from evilmoe.runs import atomic_write_json
+    from evilmoe.trainer import step_seed
 
     path = Path(run_dir)
-    config = TrainConfig.from_dict(read_json(path / "config.json"))
-    state = RunDir(path).load_latest_checkpoint()
-    if state is None:
-        raise UserError(f"{run_dir} has no checkpoint (train it first)")
-    trainer = Trainer(config, None, warm_start=state.get("warm_start"))
+    policy, steps_trained = Policy.from_run_dir(path)
+    config = policy.config
+    pool = GradingPool(config.grading_workers or ddp.cores_per_rank())
     try:
-        trainer.load_state(state)
         every = make_eval_sets(
-            config, trainer.problems, split=config.eval_split, n_heldout=config.eval_problems,
-            n_train=config.eval_train_problems, skill=trainer.skill_problems,
+            config, policy.problems, split=config.eval_split, n_heldout=config.eval_problems,
+            n_train=config.eval_train_problems, skill=policy.skill_problems,
         )
         chosen = [s for s in every if s.name in sets]
         if not chosen:
@@ -200,12 +194,12 @@ def localize_run_dir(run_dir: str, *, scales=DOSE_SCALES, draws: int = 10, sampl
         n = samples or config.eval_samples
         seed = step_seed(config.mode_seed, 0, 13)  # the final eval's seed: scale 1 / 0 reproduce its ON / OFF
         result = {
-            "run": str(path), "steps_trained": trainer.step, "samples_per_problem": n,
-            "dose": dose_curve(trainer, chosen, samples=n, seed=seed, scales=scales),
-            "slices": random_slices(trainer, chosen, samples=n, seed=seed, draws=draws),
+            "run": str(path), "steps_trained": steps_trained, "samples_per_problem": n,
+            "dose": dose_curve(policy, pool, chosen, samples=n, seed=seed, scales=scales),
+            "slices": random_slices(policy, pool, chosen, samples=n, seed=seed, draws=draws),
         }
     finally:
-        trainer.close()
+        pool.close()
     atomic_write_json(path / "localization.json", result)
     plot_dose(result, path / "plots" / "dose_curve.png")
     for line in localization_lines(result):
@@ -311,8 +305,7 @@ def relearn_run_dir(run_dir: str, *, steps: int = 20, condition: str = "deleted"
     trainer = Trainer(relearn_config, run, warm_start=state.get("warm_start"))
     try:
         adapter_state = reset_adapter_state(state["adapter"], trainer.adapter.rank, quarantine_only=condition == "deleted")
-        trainer.adapter.load_state_dict(adapter_state)
-        trainer.refresh_sampler()
+        trainer.policy.load_adapter(adapter_state)
         curve = []
         for step in range(steps):
             metrics = trainer.train_step(step)
