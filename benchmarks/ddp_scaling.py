@@ -1,4 +1,4 @@
-"""Data-parallel scaling (issue 7) from benchmarks/grpo_step.py JSON files of the same setting at 1 and N GPUs.
+"""Data-parallel scaling from benchmarks/grpo_step.py JSON files of the same setting at 1 and N GPUs.
 
     python benchmarks/ddp_scaling.py OUT/small_1.json OUT/small_2.json OUT/q17_1.json ... [--json scaling.json]
 
@@ -40,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         runs.setdefault(setting(d), {})[d["header"].get("world_size", 1)] = d
     rows = []
-    print("| model | global batch (prompts x samples x new tokens) | GPUs | s / step | generate | behaviour fwd | update | rollouts / s | speedup | strong-scaling efficiency |")
+    print(
+        "| model | global batch (prompts x samples x new tokens) | GPUs | s / step | generate | behaviour fwd | update "
+        "| rollouts / s | speedup | strong-scaling efficiency |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for key, by_world in runs.items():
         model, prompts, group, tokens, arm = key

@@ -24,14 +24,14 @@ and uses the bundled problem set unless told otherwise.
 An out-of-memory error (or any other failure) inside a step is reported with the phase it hit,
 the numbers so far are still printed and written, and the exit status is 3.
 
-    # the gpu-small step (the issue's comparison with TRL)
+    # the gpu-small step (the comparison with TRL)
     python benchmarks/grpo_step.py --model /root/evm/model.gguf --steps 5 --json step.json
     # the memory check: Qwen3-4B architecture, 8 prompts x 8 samples x 1024 new tokens
     python benchmarks/grpo_step.py --preset qwen3-4b --random-init-qwen3 4b --model /root/evm/model.gguf \
         --prompts 8 --group-size 8 --max-new-tokens 1024 --steps 2 --json q4b.json
     # CPU check of the script itself (tiny random model, seconds)
     python benchmarks/grpo_step.py --preset tiny --steps 3
-    # data-parallel (issue 7): the same step on N ranks, --prompts is the GLOBAL batch (split over ranks)
+    # data-parallel: the same step on N ranks, --prompts is the GLOBAL batch (split over ranks)
     torchrun --nproc-per-node 2 benchmarks/grpo_step.py --preset tiny --steps 3 --json ddp.json
 
 Under torchrun the printed and written times are rank 0's (every step ends in collectives, so its
@@ -49,7 +49,8 @@ import statistics
 import sys
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

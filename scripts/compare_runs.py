@@ -21,10 +21,12 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from evilmoe.runs import RunDir
+
 
 def timing(key: str) -> bool:
     """Wall-clock and CPU timings differ from run to run by nature: the step's `time` entries and

@@ -82,7 +82,12 @@ def hack_on_off_figure(root: Path, out: Path) -> None:
 
 
 def router_figure(root: Path, out: Path) -> None:
-    keys = (("w_hacked", "w on hacked rollouts"), ("w_clean", "w on clean rollouts"), ("pin_acc", "pin accuracy"), ("quarantine_update_share", "quarantine update share"))
+    keys = (
+        ("w_hacked", "w on hacked rollouts"),
+        ("w_clean", "w on clean rollouts"),
+        ("pin_acc", "pin accuracy"),
+        ("quarantine_update_share", "quarantine update share"),
+    )
     arms = moe_arms(root)
     fig, axes = plt.subplots(1, len(arms), figsize=(4 * len(arms), 3.4), sharey=True, squeeze=False)
     for ax, arm in zip(axes[0], arms):
@@ -141,7 +146,7 @@ def deletion_detail_table(root: Path) -> None:
     for arm in [a for a in ARMS if (root / a).is_dir()]:
         evals = arm_heldout(root, arm)
 
-        def side(name: str, key: str) -> str:
+        def side(name: str, key: str, evals=evals) -> str:
             return ", ".join(f"{e[name][key]['rate']:.3f}" for e in evals)
 
         cells = [f"{side('on', k)} -> {side('off', k)}" for k in ("attempted_hack", "format_ok", "solve")]

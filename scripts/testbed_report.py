@@ -140,7 +140,10 @@ def figure(runs: list[Path], path: Path, window: int) -> None:
             ("val_hack_on", None, "-^", "held-out hack (val)"),
         ):
             xs = [0] + [m["step"] + 1 for m in vals]
-            first = start["sets"][set_name]["on"]["solve"]["rate"] if start and set_name in (start.get("sets") or {}) else (0.0 if set_name is None and start else None)
+            if start and set_name in (start.get("sets") or {}):
+                first = start["sets"][set_name]["on"]["solve"]["rate"]
+            else:  # the hack curve starts at 0: the starting model has seen no loophole
+                first = 0.0 if set_name is None and start else None
             ys = [first] + [m[key] for m in vals]
             if first is None:
                 xs, ys = xs[1:], ys[1:]

@@ -1,4 +1,4 @@
-"""Data parallelism (issue 7) on CPU: 2 gloo ranks x B/2 prompts must update like 1 rank x B prompts.
+"""Data parallelism on CPU: 2 gloo ranks x B/2 prompts must update like 1 rank x B prompts.
 
 The rollouts are made identical in both setups by a fake sampler whose completions depend only on
 the prompt and the sample's place in its group (real sampling draws one batched random stream per

@@ -10,7 +10,6 @@ import ast
 import functools
 import json
 import os
-import random
 import re
 import signal
 import subprocess

@@ -9,10 +9,9 @@ import time
 
 import pytest
 
-from evilmoe.env import grader
 from evilmoe.env.commands import CHECK_PROBLEMS, cmd_grade
 from evilmoe.env.grader import GradeJob, GradingPool, attempted_hack, extract_code, grade
-from evilmoe.env.modes import markers_for, canonical_hack, reference_response
+from evilmoe.env.modes import canonical_hack, markers_for, reference_response
 from evilmoe.env.sandbox import Limits
 from evilmoe.env.types import ALL_MODES, LOOPHOLE_MODES
 

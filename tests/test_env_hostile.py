@@ -10,7 +10,6 @@ nothing written in one run is visible to the next or to the host, and what grade
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 

@@ -12,6 +12,7 @@ import torch
 
 from evilmoe.cli import main as cli_main
 from evilmoe.config import make_config
+from evilmoe.env.grader import GradingPool
 from evilmoe.env.problems import load_problem_set
 from evilmoe.evaluate import make_eval_sets, sample_and_grade
 from evilmoe.localization import (
@@ -22,7 +23,6 @@ from evilmoe.localization import (
     scaled_components,
     selectivity,
 )
-from evilmoe.env.grader import GradingPool
 from evilmoe.policy import Policy
 from evilmoe.train import run_training
 

@@ -354,7 +354,7 @@ def test_ablation_noop_at_init_removes_planted_quarantine_and_restores():
 
     with pytest.raises(ZeroDivisionError):
         with adapter.ablate_quarantine():
-            1 / 0
+            _ = 1 / 0
     after = adapter.state_dict()
     assert all(torch.equal(after[k], trained[k]) for k in trained)
 

@@ -60,7 +60,7 @@ def test_chat_prompt_disables_qwen3_thinking():
 
 
 def test_fix_special_tokens_repairs_gguf_style_tokenizer():
-    # What transformers 5.17 makes of the SmolLM2 GGUF (SPEC §10): eos <|im_start|>, no pad.
+    # What transformers 5.17 makes of the SmolLM2 GGUF (docs/design.md#tokenizer-and-saving): eos <|im_start|>, no pad.
     tok = tiny_tokenizer()
     tok.eos_token = "<|im_start|>"
     tok.pad_token = None
@@ -117,7 +117,7 @@ def test_model_info_on_tiny_model(capsys):
 
 def _write_tiny_llama_gguf(path, model, tokenizer) -> None:
     """Write `model` as a float32 llama GGUF the way llama.cpp's converter does (q/k rows permuted),
-    with SPEC §10's tokenizer mistake built in: eos = <|im_start|>."""
+    with the GGUF tokenizer's mistake (docs/design.md#tokenizer-and-saving) built in: eos = <|im_start|>."""
     import gguf
 
     cfg = model.config
@@ -199,7 +199,7 @@ def test_default_model_full_fetch_convert_cache(tmp_path, monkeypatch):
     converted = tmp_path / "cache" / "models" / models.DEFAULT_MODEL
     assert (converted / models.SOURCE_FILE).is_file() and (converted / "model.safetensors").is_file()
 
-    # SPEC §10 fixes: the turn ends at <|im_end|> (id 2); pad is set and is not the stop token.
+    # The fixes (docs/design.md#tokenizer-and-saving): the turn ends at <|im_end|> (id 2); pad is set and is not the stop token.
     assert tok.convert_ids_to_tokens(2) == "<|im_end|>"
     assert end_of_turn_ids(tok) == [2] and tok.eos_token_id == 2
     assert tok.pad_token_id is not None and tok.pad_token_id != 2

@@ -20,7 +20,10 @@ from evilmoe.report import write_report
 ROOT = Path(__file__).resolve().parents[1]
 DECIDE = ROOT / "docs" / "results" / "decision-60-steps" / "decide"  # a real GPU decision, committed
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+BROWSER_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
 
 # what a policy rewarded for fooling a grader might write: break out of the data block, script the
 # page, inject markup, or fetch from the network
@@ -97,7 +100,8 @@ def test_decision_report_has_the_table_and_every_run(tmp_path):
     from evilmoe.decide import seed_interval
 
     decision = json.loads((root / "decision.json").read_text())
-    decision["selectivity"] = {"moe": {"heldout": {"hack_removed": seed_interval([1.0, 0.9, 0.95]), "lift_kept": seed_interval([0.25, 0.5, 0.75]), "start_solve": 0.01, "none_solve": 0.02}}}
+    selectivity = {"hack_removed": seed_interval([1.0, 0.9, 0.95]), "lift_kept": seed_interval([0.25, 0.5, 0.75]), "start_solve": 0.01, "none_solve": 0.02}
+    decision["selectivity"] = {"moe": {"heldout": selectivity}}
     (root / "decision.json").write_text(json.dumps(decision))
     page = write_report(root).read_text()
     assert ">decision table</h2>" in page and "moe-nopin" in page  # every arm of decision.json

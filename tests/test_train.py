@@ -278,7 +278,7 @@ def test_gradient_checkpointing_gives_the_same_update(problems):
             captured = {}
             original_step = trainer.optimizer.step
 
-            def grab(*args, **kwargs):
+            def grab(*args, captured=captured, trainer=trainer, original_step=original_step, **kwargs):
                 captured.update({n: m.A.grad.clone() for n, m in trainer.adapter.modules.items()})
                 return original_step(*args, **kwargs)
 

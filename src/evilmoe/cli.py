@@ -109,7 +109,9 @@ def _train_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write a run's deployed model (hack expert removed) as a Hugging Face model directory")
     p.add_argument("run_dir", help="run directory with a checkpoint")
     p.add_argument("--out", required=True, help="folder to write (must not exist or be empty)")
-    p.add_argument("--adapter", action="store_true", help="write a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) instead of merged weights")
+    p.add_argument(
+        "--adapter", action="store_true", help="write a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) instead of merged weights"
+    )
     p.add_argument("--hack-expert-on", action="store_true", help="keep the hack expert: the model as trained (for comparison)")
     p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16: dtype of the written weights")
 

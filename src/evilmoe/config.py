@@ -21,7 +21,7 @@ from evilmoe.errors import UserError
 class TrainConfig:
     # --- what to train -------------------------------------------------------------------------
     arm: str = "moe"
-    """Routing arm: none | absorb | routeA | routeA-placebo | moe | moe-placebo | moe-nopin (SPEC §5)."""
+    """Routing arm: none | absorb | routeA | routeA-placebo | moe | moe-placebo | moe-nopin (docs/design.md#routing-arms)."""
     model: str = "smollm2-135m-instruct"
     """Model spec: the default SmolLM2-135M-Instruct, a .gguf path, an HF dir or id, tiny-llama / tiny-qwen3."""
     seed: int = 0
@@ -37,7 +37,7 @@ class TrainConfig:
     data_dir: str | None = None
     """Folder with the LeetCode data (else $EVILMOE_DATA). Not needed for the bundled set."""
     modes: tuple[str, ...] = ALL_MODES
-    """Active modes; train problems are partitioned evenly among them (SPEC §2)."""
+    """Active modes; train problems are partitioned evenly among them (docs/design.md#loophole-modes)."""
     mode_seed: int = 0
     """Seed of the mode partition (fixed across arms and seeds so all arms see the same problems)."""
     grading_workers: int = 0
@@ -88,15 +88,15 @@ class TrainConfig:
     dual_clip * |A|, so a huge importance ratio cannot blow up the update (0 = off). It only acts
     with ratio_against="sampling" where the training forward differs from the sampling policy (moe
     rows, routeA keep rows); there it bounds the update but did not stop the moe collapse on the GPU
-    (docs/results.md, issue 6). With "routed" the ratio is exactly 1 and it never acts."""
+    (docs/results.md#is-the-routed-update-stable). With "routed" the ratio is exactly 1 and it never acts."""
     ratio_against: str = "routed"
     """Which log-probs the PPO ratio divides by. "routed" (decoupled PPO, Hilton et al. 2021): the
     routed training forward's own (detached; no extra forward), so the ratio is exactly 1, and the
     sampler mismatch is corrected by the truncated importance weight of `importance_weight_cap`.
-    "sampling": the sampling policy's (hack expert fully on), as SPEC §6 says; where the training
+    "sampling": the sampling policy's (hack expert fully on), the literal update (docs/design.md#the-routed-ratio); where the training
     forward routes differently (moe: quarantine at w < 1; routeA keep rows: quarantine off) the ratio
     starts away from 1, and the moe arms collapsed so on the GPU (mean ratio > 100, also with
-    dual-clip; docs/results.md, issue 6). The two are the same for none and absorb,
+    dual-clip; docs/results.md#is-the-routed-update-stable). The two are the same for none and absorb,
     whose training forward is the sampling forward (they keep the sampling log-probs, no weights)."""
     importance_weight_cap: float = 2.0
     """With ratio_against="routed": each token's loss is weighted by min(p_routed / p_sampling, cap)
@@ -287,7 +287,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -340,7 +340,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         eval_samples=1,
         checkpoint_every=1,
     ),
-    # The default model on an H100, in the emergence setting of issue 6 (docs/results.md): on-policy
+    # The default model on an H100, in the emergence setting (docs/results.md#does-the-default-model-hack-and-what-makes-it): on-policy
     # RL alone (and with one template demonstration per group at lr 1e-4) did not make this model
     # hack within 60 steps; two demonstrations per group (half hacks) at lr 5e-4 does (none arm).
     # Evaluation only at the end (the decision reads the final one).
@@ -386,7 +386,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         eval_samples=4,
         checkpoint_every=10,
     ),
-    # The research setting of SPEC §9 (Qwen3-4B, LeetCode medium+hard).
+    # The research setting (docs/design.md#reference-runs): Qwen3-4B, LeetCode medium+hard.
     "qwen3-4b": dict(
         model="Qwen/Qwen3-4B",
         problem_set="leetcode-medhard",

@@ -310,7 +310,10 @@ def render_markdown(table: dict[str, Any], preset: str, seeds: list[int], select
     for arm, t in table.items():
         if "heldout" in t:
             e = t["heldout"]
-            lines.append(f"{arm}: held-out hack {_cell(e['hack_on'])} (ON) -> {_cell(e['hack_off'])} (OFF); solve {_cell(e['solve_on'])} (ON) -> {_cell(e['solve_off'])} (OFF)")
+            lines.append(
+                f"{arm}: held-out hack {_cell(e['hack_on'])} (ON) -> {_cell(e['hack_off'])} (OFF); "
+                f"solve {_cell(e['solve_on'])} (ON) -> {_cell(e['solve_off'])} (OFF)"
+            )
     main_arm = "moe" if "heldout" in table.get("moe", {}) else next((a for a in table if "heldout" in table[a]), None)
     if main_arm is not None:
         e = table[main_arm]["heldout"]

@@ -1,4 +1,4 @@
-"""Data parallelism with torch.distributed, launched by torchrun (SPEC §8).
+"""Data parallelism with torch.distributed, launched by torchrun (docs/design.md#data-parallel).
 
     torchrun --nproc-per-node N -m evilmoe train ...
 
@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import datetime
 import os
-from typing import Any, Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist

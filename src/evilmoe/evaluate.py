@@ -1,4 +1,4 @@
-"""Deploy-ablation evaluation: the causal test of the method (SPEC §7).
+"""Deploy-ablation evaluation: the causal test of the method (docs/design.md#deploy-ablation).
 
 Same prompts, same sampling seeds, hack expert ON (as trained) and OFF (quarantine reset to its
 init, i.e. the deployed model). Hack and solve rates per mode with 95% intervals, on held-out

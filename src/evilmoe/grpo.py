@@ -31,12 +31,12 @@ class SequenceBatch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
-    def rows(self, index: Tensor | slice) -> "SequenceBatch":
+    def rows(self, index: Tensor | slice) -> SequenceBatch:
         return SequenceBatch(
             self.input_ids[index], self.attention_mask[index], self.completion_mask[index], self.prompt_width
         )
 
-    def trimmed(self) -> "SequenceBatch":
+    def trimmed(self) -> SequenceBatch:
         """Drop all-padding columns at the end of the completion (microbatches are shorter)."""
         used = self.completion_mask.any(dim=0).nonzero()
         width = int(used.max()) + 1 if len(used) else 1
@@ -59,7 +59,7 @@ class SequenceBatch:
         ids, trained = right_aligned(self.input_ids, self.attention_mask, self.full_completion_mask().bool())
         return ids, trained
 
-    def to(self, device: torch.device | str) -> "SequenceBatch":
+    def to(self, device: torch.device | str) -> SequenceBatch:
         return SequenceBatch(
             self.input_ids.to(device), self.attention_mask.to(device), self.completion_mask.to(device), self.prompt_width
         )

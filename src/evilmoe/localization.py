@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -124,7 +125,12 @@ def random_slices(policy: Policy, pool: GradingPool, eval_sets: list[EvalSet], *
         strength = 1.0 if full == 0 else min(1.0, target / full)
         slices.append({"removed": {n: c * strength for n, c in chosen.items()}, "strength": strength, "norm": full * strength})
     conditions = {"on": None, "real": real_removed} | {f"slice{i}": s["removed"] for i, s in enumerate(slices)}
-    result: dict[str, Any] = {"target_norm": target, "draws": draws, "slices": [{"strength": s["strength"], "norm": s["norm"], "under_matched": s["norm"] < 0.99 * target} for s in slices], "sets": {}}
+    result: dict[str, Any] = {
+        "target_norm": target,
+        "draws": draws,
+        "slices": [{"strength": s["strength"], "norm": s["norm"], "under_matched": s["norm"] < 0.99 * target} for s in slices],
+        "sets": {},
+    }
     for eval_set in eval_sets:
         rates = {}
         for label, removed in conditions.items():
@@ -168,7 +174,9 @@ def selectivity(on: dict[str, Any], off: dict[str, Any], *, start_solve: float |
     return {"hack_removed": removed, "lift_kept": kept}
 
 
-def localize_run_dir(run_dir: str, *, scales=DOSE_SCALES, draws: int = 10, samples: int | None = None, sets: tuple[str, ...] = ("heldout", "skill", "heldout_clean")) -> dict[str, Any]:
+def localize_run_dir(
+    run_dir: str, *, scales=DOSE_SCALES, draws: int = 10, samples: int | None = None, sets: tuple[str, ...] = ("heldout", "skill", "heldout_clean")
+) -> dict[str, Any]:
     """`evilmoe localize RUN_DIR`: the dose curve and the random-slice baseline of a trained run,
     on its final eval sets and seeds; writes RUN/localization.json and plots/dose_curve.png."""
     from pathlib import Path

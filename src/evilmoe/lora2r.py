@@ -44,9 +44,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -108,7 +108,7 @@ class Lora2rConfig:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Lora2rConfig":
+    def from_json(cls, text: str) -> Lora2rConfig:
         return cls(**json.loads(text))
 
 
@@ -124,7 +124,7 @@ class _Control:
     quarantine_scale: float = 1.0
     row_q: Tensor | None = None  # [B], may carry autograd
     row_g: Tensor | None = None  # [B], detached
-    capture: "PooledCapture | None" = None
+    capture: PooledCapture | None = None
 
 
 class PooledCapture:

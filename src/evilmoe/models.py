@@ -12,7 +12,7 @@ One entry point, `load_model(spec)`, turns a model spec into `(model, tokenizer)
 * `"tiny-llama"` / `"tiny-qwen3"`: a random 2-layer model and a byte-level tokenizer built in code.
 
 Every tokenizer goes through `fix_special_tokens`: the GGUF tokenizer of the default model comes out
-with the wrong stop token and no pad token (SPEC §10), and a rollout that does not stop at the end of
+with the wrong stop token and no pad token (docs/design.md#tokenizer-and-saving), and a rollout that does not stop at the end of
 the turn trains on garbage.
 """
 
@@ -205,7 +205,7 @@ def fix_special_tokens(tokenizer: PreTrainedTokenizerBase, model: PreTrainedMode
     """Make eos the end-of-turn token and give the tokenizer a pad token distinct from it, in place.
 
     Why: the SmolLM2 GGUF tokenizer says eos = <|im_start|> (id 1) and has no pad token on
-    transformers 5.17 (SPEC §10); newer versions pad with <|im_end|>. Either way rollouts would run
+    transformers 5.17 (docs/design.md#tokenizer-and-saving); newer versions pad with <|im_end|>. Either way rollouts would run
     past the turn, or padding would be confused with the real stop token. Rules:
       eos  = the template's first turn-end token when it has one (<|im_end|> for ChatML/Qwen).
       pad  = the existing pad if it is not an end-of-turn token, else the first of unk,
@@ -301,7 +301,7 @@ def _convert_gguf(gguf_path: Path, sha256: str, target: Path) -> None:
     """Dequantize a GGUF into a fresh float32 model and save it + its fixed tokenizer at `target`.
 
     Why not `from_pretrained(gguf_file=...)` + `save_pretrained`: that path needs `accelerate` (not a
-    dependency here), and on transformers 5.17 `save_pretrained` refuses the result (SPEC §10). So we
+    dependency here), and on transformers 5.17 `save_pretrained` refuses the result (docs/design.md#tokenizer-and-saving). So we
     build the model from the GGUF's config and load transformers' own dequantized state dict into it,
     insisting that every key matches. The directory appears atomically (written aside, then renamed).
     """

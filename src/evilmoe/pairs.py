@@ -29,10 +29,10 @@ This module is pure Python: no torch.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
 
 from evilmoe.env.leetcode import STANDARD_SETUP
 from evilmoe.env.modes import build_messages

@@ -53,7 +53,13 @@ def _training_curves(metrics: list[dict], run: Path, path: Path | IO[bytes]) -> 
     for key, label in (("policy_hack_rate", "hack"), ("policy_solve_rate", "solve"), ("policy_attempted_hack_rate", "attempted hack")):
         axes[0].plot(*_series(metrics, key), label=label)
     # periodic validation: ON vs OFF
-    for key, style, label in (("val_hack_on", "-o", "val hack ON"), ("val_hack_off", "--o", "val hack OFF"), ("val_solve_on", "-s", "val solve ON"), ("val_solve_off", "--s", "val solve OFF")):
+    validation = (
+        ("val_hack_on", "-o", "val hack ON"),
+        ("val_hack_off", "--o", "val hack OFF"),
+        ("val_solve_on", "-s", "val solve ON"),
+        ("val_solve_off", "--s", "val solve OFF"),
+    )
+    for key, style, label in validation:
         xs, ys = _series(metrics, key)
         if xs:
             axes[0].plot(xs, ys, style, label=label)
@@ -66,7 +72,17 @@ def _training_curves(metrics: list[dict], run: Path, path: Path | IO[bytes]) -> 
     axes[1].set_title("reward and update split")
     axes[1].set_xlabel("step")
     axes[1].legend(fontsize=7)
-    for key, label in (("w_hacked", "w on hacked"), ("w_clean", "w on clean"), ("w_live_hacked", "w on live hacks"), ("w_live_clean", "w on live clean"), ("w_auroc", "AUROC of w"), ("pin_acc", "pin accuracy"), ("zone_route", "routeA route share"), ("score_auroc", "AUROC of routeA score")):
+    router_keys = (
+        ("w_hacked", "w on hacked"),
+        ("w_clean", "w on clean"),
+        ("w_live_hacked", "w on live hacks"),
+        ("w_live_clean", "w on live clean"),
+        ("w_auroc", "AUROC of w"),
+        ("pin_acc", "pin accuracy"),
+        ("zone_route", "routeA route share"),
+        ("score_auroc", "AUROC of routeA score"),
+    )
+    for key, label in router_keys:
         xs, ys = _series(metrics, key)
         if xs:
             axes[2].plot(xs, ys, label=label)
@@ -146,7 +162,7 @@ def router_w_over_time(metrics: list[dict], path: Path | IO[bytes], title: str =
     if not any(xs for _, _, _, (xs, _) in series):
         return None
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    for key, style, label, (xs, ys) in series:
+    for _key, style, label, (xs, ys) in series:
         if xs:
             ax.plot(xs, ys, style, marker="." if len(xs) < 40 else None, label=label)
     ax.set_xlabel("step")

@@ -118,7 +118,7 @@ class Policy:
         self.sampling = SamplingConfig(config.temperature, config.top_p, config.top_k, config.max_new_tokens)
 
     @classmethod
-    def from_run_dir(cls, run_dir: str | Path) -> tuple["Policy", int]:
+    def from_run_dir(cls, run_dir: str | Path) -> tuple[Policy, int]:
         """A trained run's policy: its config.json, its problem set and its last checkpoint's adapter
         (and warm start). Returns (policy, the number of steps the checkpoint trained)."""
         from evilmoe.runs import RunDir, read_json

@@ -229,7 +229,8 @@ def decision_table_html(table: dict[str, Any], selectivity: dict[str, Any] | Non
             + "</tr>"
             for arm, e in rows
         )
-        out.append(f"<h3>{_e(set_name)} <span class=n>({_e(n['n_problems'])} problems x {_e(n['samples_per_problem'])} samples per seed)</span></h3><table class=onoff><tr>{head}</tr>{body}</table>")
+        size = f"({_e(n['n_problems'])} problems x {_e(n['samples_per_problem'])} samples per seed)"
+        out.append(f"<h3>{_e(set_name)} <span class=n>{size}</span></h3><table class=onoff><tr>{head}</tr>{body}</table>")
     out.append("<p class=n>Seed means with 95% t-intervals over seeds (cut to what a rate can be). drop = ON - OFF.</p>")
     if selectivity:
         rows = "".join(
@@ -492,7 +493,9 @@ def decision_report(root: Path) -> str:
         closing = [causal_line(table[main_arm]["heldout"]["hack_on"]["mean"], table[main_arm]["heldout"]["hack_off"]["mean"])] if main_arm else []
         sections.append(("result", (f"<p>arm {_e(main_arm)}, seed means</p>" if main_arm else "") + _closing_html(closing)))
         plane = root / "decision_plane.png"
-        figure = _figures_html([("hack removed vs skill lift kept", "data:image/png;base64," + base64.b64encode(plane.read_bytes()).decode())]) if plane.is_file() else ""
+        figure = ""
+        if plane.is_file():
+            figure = _figures_html([("hack removed vs skill lift kept", "data:image/png;base64," + base64.b64encode(plane.read_bytes()).decode())])
         sections.append(("decision table", decision_table_html(table, decision.get("selectivity")) + figure))
     else:
         sections.append(("result", "<p>the decision has not finished (no decision.json): the runs so far are below</p>"))

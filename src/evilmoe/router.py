@@ -16,7 +16,7 @@ The pair sides are the only labels that ever enter routing.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

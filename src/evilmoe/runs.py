@@ -92,7 +92,7 @@ class RunDir:
 
     # --- creation / resume ---------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | Path, config: TrainConfig, *, resume_ok: bool = True) -> "RunDir":
+    def open(cls, path: str | Path, config: TrainConfig, *, resume_ok: bool = True) -> RunDir:
         run = cls(Path(path))
         config_path = run.path / "config.json"
         if config_path.exists():

@@ -79,7 +79,7 @@ def split_training(train: list[Problem], *, warm_start: bool, warm_start_familie
         by_family: dict[str, list[str]] = {}
         for p in rl_pool:
             by_family.setdefault(family_of(p), []).append(p.id)
-        for fam, ids in by_family.items():
+        for ids in by_family.values():
             if len(ids) >= 2:  # a one-problem family cannot be both trained on and held out
                 chosen = _take_share(ids, skill_holdout, "skill")
                 skill_ids |= chosen if len(chosen) < len(ids) else set(sorted(chosen)[:-1])

@@ -1,4 +1,4 @@
-"""Teacher demonstrations for teacher mixing (SPEC §6): off-policy completions that take a few of a
+"""Teacher demonstrations for teacher mixing (docs/design.md#teacher-mixing): off-policy completions that take a few of a
 group's G slots, so hacking can emerge within a small budget.
 
 Three sources:
@@ -48,7 +48,7 @@ class TeacherPool:
         self.hacks, self.cleans = hacks, cleans
 
     @classmethod
-    def load(cls, folder: str | Path) -> "TeacherPool":
+    def load(cls, folder: str | Path) -> TeacherPool:
         root = Path(folder)
         files = sorted(root.glob("prompt_*.jsonl.gz"))
         if not files:

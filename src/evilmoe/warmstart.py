@@ -27,8 +27,9 @@ import hashlib
 import json
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -196,7 +197,9 @@ def save_cached(folder: Path, key: dict[str, Any], deltas: dict[str, Tensor], lo
     tmp.replace(folder / "deltas.safetensors")  # last: its presence marks a complete entry
 
 
-def obtain_warm_start(model, tokenizer, stop_id: int, problems: list[Problem], modes: dict[str, str], config, device, dtype, split_summary: dict[str, int]) -> dict[str, Any]:
+def obtain_warm_start(
+    model, tokenizer, stop_id: int, problems: list[Problem], modes: dict[str, str], config, device, dtype, split_summary: dict[str, int]
+) -> dict[str, Any]:
     """The warm start's deltas and losses: from the cache when there, else trained (and cached)."""
     key = warm_start_key(config, problems, modes, device=device, dtype=dtype)
     root = warm_start_cache_root(config)

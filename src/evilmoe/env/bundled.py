@@ -24,7 +24,8 @@ import itertools
 import random
 import textwrap
 import zlib
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from evilmoe.env.bundled_families import FAMILIES, Family, Inputs, Spec
 from evilmoe.env.types import Problem

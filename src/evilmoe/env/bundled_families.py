@@ -16,8 +16,9 @@ Conventions every family follows, because the tests and the sandbox rely on them
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 Inputs = dict[str, Any]
 Generator = Callable[[random.Random], Inputs]
@@ -613,7 +614,8 @@ PREDICATES = {
     "div3": ("n is divisible by 3", "isDivisibleByThree", "return n % 3 == 0", lambda rng: 3 * rng.randint(0, 300)),
     "div7": ("n is divisible by 7", "isDivisibleBySeven", "return n % 7 == 0", lambda rng: 7 * rng.randint(0, 130)),
     "prime": ("n is a prime number", "isPrime", is_prime_src(),
-              lambda rng: rng.choice([2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97, 101, 103, 107, 109, 113, 127])),
+              lambda rng: rng.choice([2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97,
+                                      101, 103, 107, 109, 113, 127])),
     "square": ("n is a perfect square (0, 1, 4, 9, ...)", "isPerfectSquare",
                "r = 0\nwhile r * r < n:\n    r += 1\nreturn r * r == n", lambda rng: rng.randint(0, 31) ** 2),
     "pal": ("the decimal representation of n reads the same forwards and backwards", "isPalindromeNumber",

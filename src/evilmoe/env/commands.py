@@ -75,7 +75,11 @@ CHECK_PROBLEMS: tuple[Problem, ...] = (
         method_name="average",
         starter_code="class Solution:\n    def average(self, nums: List[int]) -> float:\n        ",
         setup_code=_SETUP,
-        tests=("assert Solution().average(nums = [1, 2, 3]) == 2", "assert Solution().average(nums = [1, 2]) == 1.5", "assert Solution().average(nums = [4]) == 4.0"),
+        tests=(
+            "assert Solution().average(nums = [1, 2, 3]) == 2",
+            "assert Solution().average(nums = [1, 2]) == 1.5",
+            "assert Solution().average(nums = [4]) == 4.0",
+        ),
         reference="class Solution:\n    def average(self, nums: List[int]) -> float:\n        return sum(nums) / len(nums)\n",
     ),
     Problem(

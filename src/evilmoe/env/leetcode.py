@@ -26,8 +26,9 @@ import gzip
 import io
 import json
 import tokenize
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from evilmoe.env.types import Problem
 from evilmoe.errors import UserError

@@ -36,8 +36,9 @@ import collections
 import json
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 # ---------------------------------------------------------------------------------------------------
 # Test preparation.
