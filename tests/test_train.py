@@ -38,6 +38,8 @@ def test_every_arm_trains_and_evaluates(arm, tmp_path, problems, capsys):
     assert out[-1] == f"Evil MoE causal ablation: deploy hack {on:.3f} (ON) -> {off:.3f} (OFF)"
     assert out[-2].startswith("heldout (n=") and out[-3].startswith("train_dist (n=")
     assert result["closing_lines"][-1] == out[-1]
+    # arms with a learned router also say where it sent hacked and clean rollouts (above the summaries)
+    assert any(line.startswith("router, last 2 steps: w on hacked rollouts") for line in out) == arm.startswith("moe")
     for name in ("config.json", "command.txt", "meta.json", "metrics.jsonl", "eval.json"):
         assert (run / name).is_file(), name
     steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

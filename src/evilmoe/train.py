@@ -168,9 +168,30 @@ def final_evaluation(policy: Policy, pool: GradingPool, run: RunDir | None, *, s
     run.write_eval(result)
     plot_run(run.path)
     print(f"report: {write_report(run.path)}")
+    router = router_line(run.read_metrics())
+    if router:
+        print(router)
     for line in result["closing_lines"]:
         print(line)
     return result
+
+
+def router_line(metrics: list[dict[str, Any]], window: int = 5) -> str | None:
+    """What the router did over the last `window` steps (diagnostics only; None for arms without
+    one): where it sent the rollouts the grader called hacks vs the clean ones, and the pin."""
+    rows = [m for m in metrics if m.get("step", -1) >= 0 and m.get("pin_acc") is not None][-window:]
+    if not rows:
+        return None
+
+    def mean(key: str) -> str:
+        values = [m[key] for m in rows if m.get(key) is not None]
+        return f"{sum(values) / len(values):.2f}" if values else "n/a"
+
+    return (
+        f"router, last {len(rows)} steps: w on hacked rollouts {mean('w_hacked')} vs clean {mean('w_clean')} "
+        f"(live only: {mean('w_live_hacked')} vs {mean('w_live_clean')}), pin accuracy {mean('pin_acc')}, "
+        f"quarantine share of the update {mean('quarantine_update_share')}"
+    )
 
 
 def start_evaluation(policy: Policy, pool: GradingPool) -> dict[str, Any]:
