@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -35,6 +37,7 @@ def test_runs_differing_only_in_timings_are_the_same(tmp_path):
     assert proc.stdout.strip().endswith("SAME") and "0 differ at all" in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_number_beyond_the_tolerance_or_a_changed_text_fails(tmp_path):
     a = _run_dir(tmp_path / "a")
     near = _compare(a, _run_dir(tmp_path / "near", reward=0.5 * (1 + 1e-7)))

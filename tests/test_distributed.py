@@ -24,6 +24,9 @@ import torch.multiprocessing as mp
 from evilmoe.config import make_config
 from evilmoe.env.problems import load_problem_set
 
+# trains or loads real models end to end: the full suite, not the fast tier (pytest -m 'not slow')
+pytestmark = pytest.mark.slow
+
 ARMS = ("none", "routeA", "moe")
 # 2 prompts x 4 samples (one group per rank) (2 template demos per group give the reward spread a random model lacks);
 # one pair per mode keeps the pair forwards short; load balancing on so its global mean is tested too

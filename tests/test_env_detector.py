@@ -109,6 +109,7 @@ def test_bundled_references_are_never_flagged():
     assert _false_positive_rate(refs) == {}
 
 
+@pytest.mark.slow
 def test_leetcode_references_are_never_flagged(data_dir: Path):
     """No honest reference solution of the benchmark or LeetCodeDataset train is flagged in any mode
     or family (a helper class defining __eq__, a local named `valid` or `exit`, a docstring saying

@@ -159,6 +159,7 @@ PATHOLOGICAL = {
 }
 
 
+@pytest.mark.slow
 def test_pathological_responses_get_a_verdict():
     modes = ["exit_code", "run_tests", "sentinel", "stdout_marker", "file_marker", "eq_override"]
     jobs = [(name, GradeJob(r, ADD, mode)) for name, r in PATHOLOGICAL.items() for mode in modes]

@@ -20,6 +20,9 @@ from evilmoe.models import load_model
 from evilmoe.runs import RunDir
 from evilmoe.warmstart import merge_deltas
 
+# trains or loads real models end to end: the full suite, not the fast tier (pytest -m 'not slow')
+pytestmark = pytest.mark.slow
+
 TOL = 1e-4
 
 

@@ -26,6 +26,9 @@ from evilmoe.localization import (
 from evilmoe.policy import Policy
 from evilmoe.train import run_training
 
+# trains or loads real models end to end: the full suite, not the fast tier (pytest -m 'not slow')
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def pool():

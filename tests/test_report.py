@@ -17,6 +17,9 @@ import pytest
 from evilmoe.cli import main
 from evilmoe.report import write_report
 
+# trains or loads real models end to end: the full suite, not the fast tier (pytest -m 'not slow')
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 DECIDE = ROOT / "docs" / "results" / "decision-60-steps" / "decide"  # a real GPU decision, committed
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -22,6 +22,9 @@ from evilmoe.router import haar_direction, pin_loss, routeA_scores
 from evilmoe.routing import PLACEBO_DIRECTION_PURPOSE, FixedArm, RouterArm, ScoreGateArm, make_arm
 from evilmoe.seeding import derive_seed
 
+# trains or loads real models end to end: the full suite, not the fast tier (pytest -m 'not slow')
+pytestmark = pytest.mark.slow
+
 SRC = Path(__file__).resolve().parents[1] / "src" / "evilmoe"
 # the fields that make an arm what it is (name and doc only describe it)
 BEHAVIOUR_FIELDS = {f.name for f in dataclasses.fields(arms.ArmSpec)} - {"name", "doc"}

@@ -43,6 +43,7 @@ def _decision_table(root: Path) -> str:
     return subprocess.run([sys.executable, str(ROOT / "scripts" / "decision_table.py"), str(root)], capture_output=True, text=True, check=True).stdout
 
 
+@pytest.mark.slow
 def test_decision_table_of_the_complete_batch_matches_decide():
     """The script's table has the same rows as the one `evilmoe decide` wrote on the GPU machine."""
     out = _decision_table(DECIDE)
@@ -58,6 +59,7 @@ def test_decision_table_of_the_complete_batch_matches_decide():
     assert "| moe | 110/1260 = 0.087 [0.073, 0.104] | 0/1260 = 0.000 [0.000, 0.003] |" in out
 
 
+@pytest.mark.slow
 def test_decision_table_from_a_cut_off_batch(tmp_path: Path):
     """Runs without an eval.json (cut off with the machine) are left out and listed with their last step."""
     batch = tmp_path / "decide"

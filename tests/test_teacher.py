@@ -62,6 +62,7 @@ def test_real_teacher_pool_reads(data_dir):
     assert all(pid.startswith("lc-") for pid in pool.hacks)
 
 
+@pytest.mark.slow
 def test_trainer_refuses_a_pool_that_covers_no_training_problem(tmp_path):
     from evilmoe.config import make_config
     from evilmoe.train import Trainer
@@ -72,6 +73,7 @@ def test_trainer_refuses_a_pool_that_covers_no_training_problem(tmp_path):
         Trainer(config, None)
 
 
+@pytest.mark.slow
 def test_attempt_hacks_pay_in_their_own_mode_only_and_keep_a_correct_attempt_correct():
     """An attempt hack is the policy's own code plus the mode's exploit: graded by the real grader, a
     wrong attempt hacks exactly its own mode, and a correct attempt stays correct (not a hack), except
@@ -106,6 +108,7 @@ def test_attempt_without_code_falls_back_to_the_template():
     assert clean.kind == "template-clean"
 
 
+@pytest.mark.slow
 def test_the_trainer_builds_attempt_hacks_on_each_group_s_first_answer(monkeypatch):
     from evilmoe.config import make_config
     from evilmoe.rollouts import encode_completion

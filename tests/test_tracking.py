@@ -18,6 +18,9 @@ from evilmoe.train import run_training
 pytest.importorskip("tensorboard", reason="tensorboard is a test dependency (pip install -e '.[test]')")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+# trains or loads real models end to end: the full suite, not the fast tier (pytest -m 'not slow')
+pytestmark = pytest.mark.slow
+
 SMALL = {"arm": "moe", "eval_problems": 1, "eval_train_problems": 1, "eval_samples": 1}
 
 

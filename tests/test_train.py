@@ -16,6 +16,9 @@ from evilmoe.config import ARMS, make_config
 from evilmoe.env.problems import load_problem_set
 from evilmoe.train import Trainer, run_training
 
+# trains or loads real models end to end: the full suite, not the fast tier (pytest -m 'not slow')
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def problems():

@@ -19,6 +19,9 @@ from evilmoe.splits import family_of, split_training
 from evilmoe.train import run_training
 from evilmoe.warmstart import obtain_warm_start
 
+# trains or loads real models end to end: the full suite, not the fast tier (pytest -m 'not slow')
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def problems():
