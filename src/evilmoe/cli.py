@@ -266,7 +266,7 @@ def _train(args: argparse.Namespace) -> int:
 
 # What `evilmoe run` says it will take (measured: docs/results.md); update with the presets.
 RUN_ESTIMATES = {
-    "cpu-demo": "about 13 minutes on 2 CPU cores (~1 more the first time, to fetch and convert the model)",
+    "cpu-demo": "about 11-13 minutes on 2 CPU cores (~1 more the first time, to fetch and convert the model)",
     "gpu-small": "roughly 15-20 minutes for both runs on one H100 (60 GRPO steps per run at ~4.5-5 s each, then the ON/OFF eval)",
 }
 
