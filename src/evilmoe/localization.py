@@ -183,24 +183,19 @@ def localize_run_dir(
 
     from evilmoe import distributed as ddp
     from evilmoe.errors import UserError
-    from evilmoe.evaluate import make_eval_sets
     from evilmoe.runs import atomic_write_json
-    from evilmoe.trainer import step_seed
+    from evilmoe.train import final_eval_plan
 
     path = Path(run_dir)
     policy, steps_trained = Policy.from_run_dir(path)
     config = policy.config
     pool = GradingPool(config.grading_workers or ddp.cores_per_rank())
     try:
-        every = make_eval_sets(
-            config, policy.problems, split=config.eval_split, n_heldout=config.eval_problems,
-            n_train=config.eval_train_problems, skill=policy.skill_problems,
-        )
+        every, seed = final_eval_plan(policy)  # scale 1 / 0 then reproduce the final eval's ON / OFF
         chosen = [s for s in every if s.name in sets]
         if not chosen:
             raise UserError(f"none of the eval sets {', '.join(sets)} exists for this run (it has {', '.join(s.name for s in every)})")
         n = samples or config.eval_samples
-        seed = step_seed(config.mode_seed, 0, 13)  # the final eval's seed: scale 1 / 0 reproduce its ON / OFF
         result = {
             "run": str(path), "steps_trained": steps_trained, "samples_per_problem": n,
             "dose": dose_curve(policy, pool, chosen, samples=n, seed=seed, scales=scales),

@@ -135,6 +135,20 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
+def final_eval_plan(policy: Policy) -> tuple[list, int]:
+    """The final evaluation's sets and sampling seed: the same prompts and seeds for every arm and seed
+    (derived from mode_seed only), and for every evaluation that compares with it (the start, the dose
+    curve, the random slices)."""
+    from evilmoe.evaluate import make_eval_sets
+
+    config = policy.config
+    eval_sets = make_eval_sets(
+        config, policy.problems, split=config.eval_split, n_heldout=config.eval_problems,
+        n_train=config.eval_train_problems, skill=policy.skill_problems,
+    )
+    return eval_sets, step_seed(config.mode_seed, 0, 13)
+
+
 def final_evaluation(policy: Policy, pool: GradingPool, run: RunDir | None, *, steps_trained: int) -> dict[str, Any]:
     """Deploy-ablation eval of the trained adapter on held-out and training-distribution problems.
 
@@ -143,20 +157,15 @@ def final_evaluation(policy: Policy, pool: GradingPool, run: RunDir | None, *, s
     every rank evaluates its share (see deploy_ablation) and gets the result; rank 0 (the one with a
     run) writes and prints.
     """
-    from evilmoe.evaluate import closing_lines, deploy_ablation, make_eval_sets
+    from evilmoe.evaluate import closing_lines, deploy_ablation
     from evilmoe.plots import plot_run
     from evilmoe.report import write_report
 
     config = policy.config
     result: dict[str, Any] = {"arm": config.arm, "seed": config.seed, "steps_trained": steps_trained, "sets": {}}
-    eval_sets = make_eval_sets(
-        config, policy.problems, split=config.eval_split, n_heldout=config.eval_problems,
-        n_train=config.eval_train_problems, skill=policy.skill_problems,
-    )
+    eval_sets, seed = final_eval_plan(policy)
     for eval_set in eval_sets:
-        result["sets"][eval_set.name] = deploy_ablation(
-            policy, pool, eval_set, samples=config.eval_samples, seed=step_seed(config.mode_seed, 0, 13), keep_texts=True
-        )
+        result["sets"][eval_set.name] = deploy_ablation(policy, pool, eval_set, samples=config.eval_samples, seed=seed, keep_texts=True)
     # the rollouts go to their own file; eval.json stays small enough to read
     for name, res in result["sets"].items():
         rows = res.pop("rollouts")
@@ -201,15 +210,10 @@ def start_evaluation(policy: Policy, pool: GradingPool) -> dict[str, Any]:
     start by a hash of everything it depends on, so the arms and seeds of one experiment share it."""
     import hashlib
 
-    from evilmoe.evaluate import make_eval_sets
     from evilmoe.warmstart import _locked, warm_start_cache_root
 
     config = policy.config
-    eval_sets = make_eval_sets(
-        config, policy.problems, split=config.eval_split, n_heldout=config.eval_problems,
-        n_train=config.eval_train_problems, skill=policy.skill_problems,
-    )
-    seed = step_seed(config.mode_seed, 0, 13)  # the final eval's seed
+    eval_sets, seed = final_eval_plan(policy)
     spec = {
         "warm_start": policy.warm_start["key"] if policy.warm_start else None,
         "model": config.model, "device": policy.device.type, "dtype": str(policy.dtype), "sampler": type(policy.sampler).__name__,
