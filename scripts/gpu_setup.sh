@@ -5,9 +5,10 @@
 # empty $OUT folder whose files come back. It has no network, so what the image lacks travels with the
 # tree in two git-ignored folders (scripts/gpu_prepare.sh builds them on a machine with network):
 #   .device/m1   first part of the default model's GGUF + the gguf wheel   (carry on the first call)
-#   .device/m2   second part of the GGUF + its SHA256                      (carry on the second call)
+#   .device/m2   second part of the GGUF                                   (carry on the second call)
+#   .device/m3   third part of the GGUF + its SHA256                       (carry on the third call)
 #   .whl         extra pure-Python wheels, e.g. TRL for gpu_stepbench.sh   (carry when needed)
-# Each call carries at most 64 MiB, hence the model in two parts. The machine keeps /root/evm (the
+# Each call carries at most 64 MiB, the repository included, hence the model in three parts. The machine keeps /root/evm (the
 # model) and /tmp/site (the wheels) while it stays warm, so later calls carry nothing.
 #
 # What this file provides:
@@ -29,9 +30,10 @@ if [ -z "${GPU_SETUP_CPU:-}" ]; then
     cp .device/m1/part-aa /root/evm/
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .device/m1/*.whl
   fi
-  if [ -d .device/m2 ] && [ ! -f "$MODEL" ]; then
-    cat /root/evm/part-aa .device/m2/part-ab > "$MODEL"
-    (cd /root/evm && sha256sum -c "$OLDPWD/.device/m2/SHA256")
+  if [ -d .device/m2 ] && [ ! -f "$MODEL" ]; then cp .device/m2/part-ab /root/evm/; fi
+  if [ -d .device/m3 ] && [ ! -f "$MODEL" ]; then
+    cat /root/evm/part-aa /root/evm/part-ab .device/m3/part-ac > "$MODEL"
+    (cd /root/evm && sha256sum -c "$OLDPWD/.device/m3/SHA256")
   fi
   if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps --upgrade --target /tmp/site .whl/*.whl; fi
 fi

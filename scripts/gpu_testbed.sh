@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Testbed runs on one GPU machine, several runs side by side, surviving the 10-minute call limit:
 # `launch` starts every run as its own detached process (setsid: it outlives the call, not the
-# machine), `watch` prints each run's progress for up to N seconds, `collect` packs the run dirs
+# machine), the runs dealt round-robin over the machine's GPUs, `watch` prints each run's progress for up to N seconds, `collect` packs the run dirs
 # (without checkpoints; step rollouts every 20th step) into $OUT. Runs resume from their last
 # checkpoint if launched again on the same machine.
 #   bash scripts/gpu_testbed.sh launch RUNS_FILE     (lines: NAME PRESET-FLAGS...)
@@ -13,11 +13,14 @@ root=/root/runs
 mkdir -p $root
 case $1 in
 launch)
+  gpus=$(nvidia-smi -L | wc -l)
+  i=0
   while read -r name flags; do
     [ -z "$name" ] && continue
-    setsid nohup python3 -m evilmoe train --model $MODEL --out $root/$name $flags \
+    gpu=$((i % gpus)); i=$((i + 1))
+    CUDA_VISIBLE_DEVICES=$gpu setsid nohup python3 -m evilmoe train --model $MODEL --out $root/$name $flags \
       > $root/$name.log 2>&1 < /dev/null &
-    echo "launched $name: $flags"
+    echo "launched $name on GPU $gpu: $flags"
   done < "$2"
   ;;
 watch)
