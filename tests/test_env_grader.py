@@ -11,9 +11,9 @@ import pytest
 
 from evilmoe.env.commands import CHECK_PROBLEMS, cmd_grade
 from evilmoe.env.grader import GradeJob, GradingPool, attempted_hack, extract_code, grade
-from evilmoe.env.modes import canonical_hack, markers_for, reference_response
+from evilmoe.env.loopholes import ALL_MODES, LOOPHOLE_MODES, markers_for
+from evilmoe.env.modes import canonical_hack, reference_response
 from evilmoe.env.sandbox import Limits
-from evilmoe.env.types import ALL_MODES, LOOPHOLE_MODES
 
 ADD, AVERAGE, REVERSE = CHECK_PROBLEMS
 FAST = Limits(cpu_seconds=2, wall_seconds=30)
