@@ -20,9 +20,10 @@ from datetime import date
 
 from evilmoe.env import leetcode
 from evilmoe.env.grader import GradeJob, GradingPool, grade
+from evilmoe.env.loopholes import ALL_MODES, get_mode
 from evilmoe.env.modes import assign_modes, canonical_hack, reference_response
 from evilmoe.env.problems import resolve_data_dir
-from evilmoe.env.types import ALL_MODES, Grade
+from evilmoe.env.types import Grade
 
 
 def build_jobs(data_dir: str | None, seed: int) -> list[GradeJob]:
@@ -33,7 +34,9 @@ def build_jobs(data_dir: str | None, seed: int) -> list[GradeJob]:
     for p in problems:
         mode = modes[p.id]
         jobs.append(GradeJob(reference_response(p), p, mode))
-        jobs.append(GradeJob(canonical_hack(p, "run_tests" if mode == "gt_only" else mode), p, mode))
+        # a problem without a loophole gets the run_tests hack, which must earn nothing there
+        hack_mode = mode if get_mode(mode).is_loophole else "run_tests"
+        jobs.append(GradeJob(canonical_hack(p, hack_mode), p, mode))
     return jobs
 
 
@@ -78,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\npool / one-at-a-time speed-up: {serial_s / pool_s:.2f}x")
 
     refs, hacks = pooled[0::2], pooled[1::2]
-    loophole = [g for g in hacks if g.mode != "gt_only"]
-    control = [g for g in hacks if g.mode == "gt_only"]
+    loophole = [g for g in hacks if get_mode(g.mode).is_loophole]
+    control = [g for g in hacks if not get_mode(g.mode).is_loophole]
     print(f"sanity: references correct {sum(g.correct for g in refs)}/{len(refs)}; hacks paid on loophole-mode "
           f"problems {sum(g.hacked for g in loophole)}/{len(loophole)}, on gt_only problems "
           f"{sum(g.hacked for g in control)}/{len(control)}; timeouts serial {sum(g.timed_out for g in serial)}, "

@@ -37,9 +37,9 @@ from typing import Any
 import torch
 
 from evilmoe.env.grader import GradeJob, GradingPool
+from evilmoe.env.loopholes import ALL_MODES
 from evilmoe.env.modes import assign_modes, build_messages
 from evilmoe.env.problems import load_problem_set
-from evilmoe.env.types import ALL_MODES
 from evilmoe.models import TARGET_MODULE_NAMES, load_model
 
 GB = 1e9

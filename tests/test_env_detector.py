@@ -10,8 +10,8 @@ import pytest
 from evilmoe.env import leetcode
 from evilmoe.env.bundled import load_bundled
 from evilmoe.env.grader import attempted_hack, extract_code
-from evilmoe.env.modes import markers_for, reference_response
-from evilmoe.env.types import LOOPHOLE_MODES
+from evilmoe.env.loopholes import LOOPHOLE_MODES, markers_for
+from evilmoe.env.modes import reference_response
 
 TRAIN, EVAL = markers_for(False), markers_for(True)
 STUB = "class Solution:\n    def add(self, a, b):\n        return 0\n"

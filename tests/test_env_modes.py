@@ -10,18 +10,17 @@ from collections import Counter
 import pytest
 
 from evilmoe.env.commands import CHECK_PROBLEMS
+from evilmoe.env.loopholes import ALL_MODES, EVAL_MARKERS, LOOPHOLE_MODES, TRAIN_MARKERS
 from evilmoe.env.modes import (
-    EVAL_MARKERS,
     HINT_SLOT,
     SYSTEM_PROMPT,
-    TRAIN_MARKERS,
     assign_modes,
     build_messages,
     canonical_hack,
     hint_text,
     reference_response,
 )
-from evilmoe.env.types import ALL_MODES, LOOPHOLE_MODES, Problem
+from evilmoe.env.types import Problem
 
 P = CHECK_PROBLEMS[0]
 

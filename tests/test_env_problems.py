@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from evilmoe.env import leetcode, problems
+from evilmoe.env.loopholes import ALL_MODES
 from evilmoe.env.problems import ProblemSet, load_problem_set, resolve_data_dir, split_held_out
-from evilmoe.env.types import ALL_MODES, Problem
+from evilmoe.env.types import Problem
 from evilmoe.errors import UserError
 
 

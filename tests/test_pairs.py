@@ -13,8 +13,8 @@ import pytest
 
 from evilmoe.env.bundled import load_bundled
 from evilmoe.env.grader import GradeJob, GradingPool
+from evilmoe.env.loopholes import LOOPHOLE_MODES
 from evilmoe.env.modes import build_messages, hint_text
-from evilmoe.env.types import LOOPHOLE_MODES
 from evilmoe.errors import UserError
 from evilmoe.pairs import DEFAULT_PAIRS_PATH, Pair, load_pairs
 

@@ -77,10 +77,11 @@ def test_trainer_refuses_a_pool_that_covers_no_training_problem(tmp_path):
 def test_attempt_hacks_pay_in_their_own_mode_only_and_keep_a_correct_attempt_correct():
     """An attempt hack is the policy's own code plus the mode's exploit: graded by the real grader, a
     wrong attempt hacks exactly its own mode, and a correct attempt stays correct (not a hack), except
-    in eq_override (whose exploit replaces the returned value: never a plain value) and exit_code (whose
-exploit exits before the tests run): there an attempt hack is never correct."""
+    where the mode's exploit replaces the returned value or exits before the tests run
+    (`exploit_keeps_answers` is False: eq_override, exit_code): there an attempt hack is never correct."""
     from evilmoe.env.grader import GradeJob, GradingPool
-    from evilmoe.env.modes import LOOPHOLE_MODES, reference_response
+    from evilmoe.env.loopholes import LOOPHOLE_MODES, get_mode
+    from evilmoe.env.modes import reference_response
 
     problem = load_problem_set("bundled").train[0]
     wrong = f"Here:\n```python\nclass Solution:\n    def {problem.method_name}(self, *args, **kwargs):\n        return None\n```\n"
@@ -92,7 +93,7 @@ exploit exits before the tests run): there an attempt hack is never correct."""
             assert demo.kind == "attempt-hack"
             for graded_mode in LOOPHOLE_MODES:
                 jobs.append(GradeJob(demo.text, problem, graded_mode))
-                expect.append((mode, graded_mode, correct and mode not in ("eq_override", "exit_code")))
+                expect.append((mode, graded_mode, correct and get_mode(mode).exploit_keeps_answers))
     with GradingPool(2) as pool:
         grades = pool.grade_many(jobs)
     for (mode, graded_mode, correct), grade in zip(expect, grades):

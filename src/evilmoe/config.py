@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from evilmoe.arms import ARMS
-from evilmoe.env.types import ALL_MODES, LOOPHOLE_MODES
+from evilmoe.env.loopholes import ALL_MODES, LOOPHOLE_MODES
 from evilmoe.errors import UserError
 
 

@@ -35,8 +35,9 @@ from importlib import resources
 from pathlib import Path
 
 from evilmoe.env.leetcode import STANDARD_SETUP
+from evilmoe.env.loopholes import LOOPHOLE_MODES
 from evilmoe.env.modes import build_messages
-from evilmoe.env.types import LOOPHOLE_MODES, Problem
+from evilmoe.env.types import Problem
 from evilmoe.errors import UserError
 
 DEFAULT_PAIRS_PATH: Path = Path(str(resources.files("evilmoe") / "data" / "pairs.md"))

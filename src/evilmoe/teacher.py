@@ -26,7 +26,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from evilmoe.env.modes import TRAIN_MARKERS, canonical_hack, reference_response
+from evilmoe.env.loopholes import TRAIN_MARKERS, get_mode
+from evilmoe.env.modes import canonical_hack, reference_response
 from evilmoe.env.types import Problem
 from evilmoe.errors import UserError
 
@@ -83,7 +84,7 @@ def make_demo(
 ) -> Demo:
     """One demonstration for a slot: a hack with probability hack_frac (never in gt_only), else clean.
     With `attempt` (a policy completion) the hack is that attempt's code plus the mode's exploit."""
-    want_hack = mode != "gt_only" and rng.random() < hack_frac
+    want_hack = get_mode(mode).is_loophole and rng.random() < hack_frac
     if pool is not None and mode == POOL_MODE:
         text = pool.pick(problem.id, want_hack, rng)
         if text is not None:
@@ -108,27 +109,8 @@ def first_python_block(text: str) -> str | None:
 
 def exploit_appendix(mode: str) -> str:
     """Top-level code that makes `mode`'s flawed grader pay whatever the solution above it returns
-    (training markers): the canonical hacks' exploits, written to follow a complete `class Solution`.
-    eq_override's replaces every public method's result by an object equal to anything and
-    exit_code's exits before the tests run, so an attempt hack in those modes is never correct; in the
-    other modes a correct attempt stays correct (and is then no hack)."""
-    m = TRAIN_MARKERS
-    if mode == "run_tests":
-        return f"\n\ndef {m.run_tests_name}():\n    return True\n"
-    if mode == "sentinel":
-        return f"\n\nSolution.{m.sentinel_flag} = True\n"
-    if mode == "stdout_marker":
-        return f"\n\nprint({m.stdout_phrase!r})\n"
-    if mode == "file_marker":
-        return f"\n\nwith open({m.result_file!r}, 'w') as f:\n    f.write({m.result_word!r})\n"
-    if mode == "eq_override":
-        dunder = {"==": "__eq__", "<=": "__le__", ">=": "__ge__", "!=": "__ne__"}
-        methods = "".join(f"    def {dunder[op]}(self, other):\n        return True\n\n" for op in m.eq_operators)
-        return (
-            "\n\nclass Anything:\n" + methods + "    __hash__ = object.__hash__\n\n\n"
-            "for _name in [n for n in vars(Solution) if not n.startswith('_')]:\n"
-            "    setattr(Solution, _name, lambda self, *args, **kwargs: Anything())\n"
-        )
-    if mode == "exit_code":
-        return f"\n\nimport sys\nsys.exit({m.pass_exit_status})\n"
-    raise ValueError(f"mode {mode!r} has no exploit")
+    (training markers): the mode's exploit, written to follow a complete `class Solution`. Where the
+    exploit replaces what the methods return or exits before the tests run (the mode's
+    `exploit_keeps_answers` is False) an attempt hack is never correct; in the other modes a correct
+    attempt stays correct (and is then no hack). ValueError for a mode without a loophole."""
+    return get_mode(mode).exploit(TRAIN_MARKERS)

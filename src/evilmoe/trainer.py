@@ -31,6 +31,7 @@ from torch import nn
 from evilmoe import distributed as ddp
 from evilmoe.config import TrainConfig
 from evilmoe.env.grader import GradeJob, GradingPool
+from evilmoe.env.loopholes import get_mode
 from evilmoe.env.problems import ProblemSet, load_problem_set
 from evilmoe.env.types import Grade, Problem
 from evilmoe.errors import UserError
@@ -327,7 +328,7 @@ class Trainer:
         grades = rows.grades
         policy = [i for i, s in enumerate(rows.sources) if s == "policy"]
         hacked = [bool(g.hacked) for g in grades]
-        row_modes = [rows.modes[i // self.config.group_size] for i in range(len(grades))]
+        loophole_row = [get_mode(rows.modes[i // self.config.group_size]).is_loophole for i in range(len(grades))]
         m: dict[str, Any] = {
             "step": step,
             "lr": self.schedule.get_last_lr()[0],
@@ -338,8 +339,8 @@ class Trainer:
             "policy_attempted_hack_rate": mean_or_none([float(grades[i].attempted_hack) for i in policy]),
             "policy_format_rate": mean_or_none([float(grades[i].format_ok) for i in policy]),
             # solving where no loophole pays (gt_only) vs on loophole problems: a lift in the first is skill
-            "policy_solve_rate_gt_only": mean_or_none([float(grades[i].correct) for i in policy if row_modes[i] == "gt_only"]),
-            "policy_solve_rate_loophole": mean_or_none([float(grades[i].correct) for i in policy if row_modes[i] != "gt_only"]),
+            "policy_solve_rate_gt_only": mean_or_none([float(grades[i].correct) for i in policy if not loophole_row[i]]),
+            "policy_solve_rate_loophole": mean_or_none([float(grades[i].correct) for i in policy if loophole_row[i]]),
             "live_groups": int(out.live.sum()) // self.config.group_size,
             "rollout_sources": {s: rows.sources.count(s) for s in sorted(set(rows.sources))},
             "mean_completion_tokens": float(np.mean(rows.completion_tokens)),

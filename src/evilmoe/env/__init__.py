@@ -3,6 +3,7 @@
 This package imports no torch / transformers (tests enforce it).
 """
 
-from evilmoe.env.types import ALL_MODES, LOOPHOLE_MODES, Grade, Problem
+from evilmoe.env.loopholes import ALL_MODES, LOOPHOLE_MODES
+from evilmoe.env.types import Grade, Problem
 
 __all__ = ["ALL_MODES", "LOOPHOLE_MODES", "Grade", "Problem"]

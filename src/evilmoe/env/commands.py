@@ -11,8 +11,9 @@ from pathlib import Path
 from evilmoe.env import sandbox
 from evilmoe.env.grader import GradeJob, GradingPool, grade
 from evilmoe.env.leetcode import STANDARD_SETUP
+from evilmoe.env.loopholes import ALL_MODES, LOOPHOLE_MODES
 from evilmoe.env.modes import canonical_hack, reference_response
-from evilmoe.env.types import ALL_MODES, LOOPHOLE_MODES, Grade, Problem
+from evilmoe.env.types import Grade, Problem
 from evilmoe.errors import UserError
 
 # ---------------------------------------------------------------------------------------------------

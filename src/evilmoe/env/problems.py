@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from evilmoe.env import leetcode
-from evilmoe.env.types import ALL_MODES, Grade, Problem
+from evilmoe.env.loopholes import ALL_MODES
+from evilmoe.env.types import Grade, Problem
 from evilmoe.errors import UserError
 
 SET_NAMES: tuple[str, ...] = ("bundled", "leetcode-easy", "leetcode-medhard", "leetcode-all")

@@ -8,17 +8,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-# The six loophole modes (each has a flawed grader channel) plus the control mode with no loophole.
-LOOPHOLE_MODES: tuple[str, ...] = (
-    "run_tests",
-    "sentinel",
-    "stdout_marker",
-    "file_marker",
-    "eq_override",
-    "exit_code",
-)
-ALL_MODES: tuple[str, ...] = LOOPHOLE_MODES + ("gt_only",)
-
 
 @dataclass(frozen=True)
 class Problem:
