@@ -3,8 +3,9 @@
     python scripts/testbed_report.py RUN [RUN ...] [--figure docs/img/testbed_curves.png] [--window 10]
 
 Prints three markdown tables:
-1. solve (and hack) per eval set: the starting model (eval_start.json), then each run ON and OFF at
-   the end (eval.json), with 95% Wilson intervals; `lift` is OFF solve minus start solve;
+1. per run and eval set: the run's own starting model (eval_start.json), its solve ON and OFF at the
+   end (eval.json) and its hack rate ON, with 95% Wilson intervals; `lift` is OFF solve minus the
+   run's own start solve (runs with different warm starts or sampling start from different models);
 2. the periodic validation (steps logged as val_* in metrics.jsonl): skill / loophole-free held-out
    solve and held-out hack, hack expert ON;
 3. the collapse check: the first step where the `window`-step mean of format falls below 0.9, or the
@@ -50,33 +51,25 @@ def windowed(rows: list[dict[str, Any]], key: str, window: int) -> np.ndarray:
 
 
 def eval_table(runs: list[Path]) -> None:
-    start = read(runs[0] / "eval_start.json")
-    print("| eval set | start | " + " | ".join(f"{r.name} ON | {r.name} OFF | {r.name} lift" for r in runs) + " |")
-    print("|---|---|" + "---|---|---|" * len(runs))
-    for name in SETS:
-        if start is None or name not in start["sets"]:
-            continue
-        s = start["sets"][name]["on"]["solve"]
-        cells = [f"solve {name}", rate(s)]
-        for run in runs:
-            final = read(run / "eval.json")
-            if final is None or name not in final["sets"]:
-                cells += ["-", "-", "-"]
+    """One row per (run, eval set): the run's own start (runs may differ in warm start or sampling),
+    its ON and OFF solve at the end, the lift (OFF minus its own start) and the hack rate ON."""
+    print("| run | eval set | start solve | solve ON | solve OFF | lift | hack ON |")
+    print("|---|---|---|---|---|---|---|")
+    for run in runs:
+        start, final = read(run / "eval_start.json"), read(run / "eval.json")
+        for name in SETS:
+            s = start["sets"][name]["on"]["solve"] if start and name in start["sets"] else None
+            f = final["sets"][name] if final and name in final["sets"] else None
+            if s is None and f is None:
                 continue
-            on, off = final["sets"][name]["on"]["solve"], final["sets"][name]["off"]["solve"]
-            cells += [rate(on), rate(off), f"{off['rate'] - s['rate']:+.3f}"]
-        print("| " + " | ".join(cells) + " |")
-    for name in ("heldout", "train_dist"):
-        if start is None or name not in start["sets"]:
-            continue
-        cells = [f"hack {name}", rate(start["sets"][name]["on"]["hack"])]
-        for run in runs:
-            final = read(run / "eval.json")
-            if final is None or name not in final["sets"]:
-                cells += ["-", "-", "-"]
-                continue
-            cells += [rate(final["sets"][name]["on"]["hack"]), rate(final["sets"][name]["off"]["hack"]), ""]
-        print("| " + " | ".join(cells) + " |")
+            cells = [run.name, name, rate(s) if s else "-"]
+            if f is None:
+                cells += ["-", "-", "-", "-"]
+            else:
+                off = f["off"]["solve"]
+                lift = f"{off['rate'] - s['rate']:+.3f}" if s and s["rate"] is not None and off["rate"] is not None else "-"
+                cells += [rate(f["on"]["solve"]), rate(off), lift, rate(f["on"]["hack"])]
+            print("| " + " | ".join(cells) + " |")
 
 
 def validation_table(runs: list[Path]) -> None:

@@ -60,6 +60,22 @@ def test_split_without_warm_start_keeps_every_problem_for_rl_in_order(problems):
     assert not {p.id for p in shared.warm_start} & {p.id for p in shared.skill}  # never the skill problems
 
 
+def test_split_with_rl_on_all_families(problems):
+    """rl_families='all': the warm start keeps its half of the families; RL trains on every family,
+    the warm-started problems included; the skill set draws from every family and stays unseen."""
+    split = split_training(problems.train, warm_start=True, warm_start_families=0.5, skill_holdout=0.3, rl_families="all")
+    rest = split_training(problems.train, warm_start=True, warm_start_families=0.5, skill_holdout=0.3)
+    ids = lambda ps: {p.id for p in ps}  # noqa: E731
+    families = {family_of(p) for p in problems.train}
+    assert {family_of(p) for p in split.warm_start} == {family_of(p) for p in rest.warm_start}
+    assert {family_of(p) for p in split.rl} == families and {family_of(p) for p in split.skill} == families
+    assert ids(split.warm_start) <= ids(split.rl)
+    assert not ids(split.skill) & (ids(split.warm_start) | ids(split.rl))
+    assert ids(split.rl) | ids(split.skill) == ids(problems.train)
+    with pytest.raises(ValueError, match="rl_families"):
+        split_training(problems.train, warm_start=True, warm_start_families=0.5, skill_holdout=0.3, rl_families="most")
+
+
 def test_split_refuses_to_leave_rl_nothing(problems):
     one = [p for p in problems.train if family_of(p) == family_of(problems.train[0])][:1]
     with pytest.raises(ValueError, match="leaves RL no problems"):
@@ -73,6 +89,7 @@ def test_split_refuses_to_leave_rl_nothing(problems):
         (dict(warm_start_families=0.0, warm_start_steps=2), "warm_start_families"),
         (dict(warm_start_families=1.5, warm_start_steps=2), "warm_start_families"),
         (dict(warm_start_families=0.5), "set warm_start_steps > 0"),
+        (dict(rl_families="most"), "rl_families"),
         (dict(skill_holdout=1.0), "skill_holdout"),
         (dict(skill_holdout=-0.1), "skill_holdout"),
         (dict(warm_start_batch=0), "warm_start_batch"),

@@ -170,6 +170,10 @@ class TrainConfig:
     """Share of the training families the warm start trains on (a fixed split by family name). Below
     1, RL trains on the other families only, so what RL lifts there is not what the warm start
     memorised; 1 = the warm start and RL see the same families."""
+    rl_families: str = "rest"
+    """With warm_start_families < 1, the families RL trains on: 'rest' (those the warm start did not
+    see) or 'all' (those too: RL keeps lifting the warm-started families, where it often solves,
+    while on the new ones it rarely solves and only a loophole pays)."""
     warm_start_cache: str | None = None
     """Folder of cached warm starts (default: $EVILMOE_CACHE or ~/.cache/evilmoe, then warm-starts/);
     'none' trains the warm start in every run and caches nothing."""
@@ -275,6 +279,8 @@ class TrainConfig:
             raise UserError(f"warm_start_families must be in (0, 1] (got {self.warm_start_families})")
         if self.warm_start_families < 1 and self.warm_start_steps == 0:
             raise UserError("warm_start_families < 1 splits the families between a warm start and RL: set warm_start_steps > 0")
+        if self.rl_families not in ("rest", "all"):
+            raise UserError(f"rl_families must be rest or all (got {self.rl_families!r})")
         if not 0 <= self.skill_holdout < 1:
             raise UserError(f"skill_holdout must be in [0, 1) (got {self.skill_holdout})")
         from evilmoe.tracking import parse_report_to

@@ -87,6 +87,7 @@ class Policy:
                 problems.train,
                 warm_start=config.warm_start_steps > 0,
                 warm_start_families=config.warm_start_families,
+                rl_families=config.rl_families,
                 skill_holdout=config.skill_holdout,
             )
         except ValueError as exc:

@@ -11,7 +11,10 @@ test split stay untouched):
 * **warm start**: supervised steps on the reference solutions of the warm-start families' problems
   (a capability warm start). With `warm_start_families = 1` every training family is a warm-start
   family and RL trains on the same families.
-* **RL**: the problems RL samples, grades and updates on (every loophole mode).
+* **RL**: the problems RL samples, grades and updates on (every loophole mode). `rl_families`
+  says which families: "rest" (the families the warm start did not see) or "all" (both: RL keeps
+  lifting the warm-started families, where it solves often, while it meets new families, where it
+  rarely solves and a loophole is what pays).
 * **skill**: unseen variants of the tasks RL trains on, never trained on by the warm start or by
   RL, evaluated loophole-free (gt_only: no hint, only true correctness pays): what RL lifted there
   is a skill, not a memorised answer and not a hack.
@@ -63,16 +66,23 @@ def _take_share(keys: list[str], share: float, salt: str) -> set[str]:
     return set(sorted(keys, key=lambda k: _rank(salt, k))[:n])
 
 
-def split_training(train: list[Problem], *, warm_start: bool, warm_start_families: float, skill_holdout: float) -> TrainingSplit:
+RL_FAMILIES = ("rest", "all")
+
+
+def split_training(
+    train: list[Problem], *, warm_start: bool, warm_start_families: float, skill_holdout: float, rl_families: str = "rest"
+) -> TrainingSplit:
     """Divide the training problems (see the module docstring). Raises ValueError if RL gets nothing."""
+    if rl_families not in RL_FAMILIES:
+        raise ValueError(f"rl_families must be one of {RL_FAMILIES} (got {rl_families!r})")
     families = sorted({family_of(p) for p in train})
     if warm_start and warm_start_families < 1:
         ws_families = _take_share(families, warm_start_families, "warm-start-family")
-        rl_families = set(families) - ws_families
+        rl_set = set(families) - ws_families if rl_families == "rest" else set(families)
     else:
         ws_families = set(families) if warm_start else set()
-        rl_families = set(families)
-    rl_pool = [p for p in train if family_of(p) in rl_families]
+        rl_set = set(families)
+    rl_pool = [p for p in train if family_of(p) in rl_set]
     skill_ids: set[str] = set()
     if skill_holdout > 0:
         # per family, so every RL family keeps problems to train on and contributes skill problems
