@@ -147,6 +147,13 @@ def mean_ms(device: torch.device, fn, repeats: int) -> float:
     return 1e3 * (time.perf_counter() - started) / repeats
 
 
+def last_kv_bucket(sampler: FastSampler) -> int:
+    """The kv length the last decode step of the sampler's last call attended over (its graph exists)."""
+    stats = sampler.last_stats
+    column = int(stats["prompt_width"]) + max(0, int(stats["decode_steps"]) - 1)  # the column that step wrote
+    return min(-(-(column + 1) // KV_BUCKET) * KV_BUCKET, sampler.key_valid.shape[1])
+
+
 def step_breakdown(sampler: FastSampler, rows: int, sampling: SamplingConfig, repeats: int) -> dict:
     """One decode step (graph replay on CUDA) and its sampling, timed alone at the last kv bucket.
 
@@ -155,8 +162,7 @@ def step_breakdown(sampler: FastSampler, rows: int, sampling: SamplingConfig, re
     """
     stats = sampler.last_stats
     batch = int(stats["batch_bucket"])
-    column = int(stats["prompt_width"]) + int(stats["decode_steps"])
-    kv_len = min(-(-(column + 1) // KV_BUCKET) * KV_BUCKET, sampler.key_valid.shape[1])
+    kv_len = last_kv_bucket(sampler)
     generator = torch.Generator(device=sampler.device).manual_seed(0)
     logits = sampler._run_decode_step(batch, kv_len)[:rows].clone()
     step_ms = mean_ms(sampler.device, lambda: sampler._run_decode_step(batch, kv_len), repeats)
@@ -175,8 +181,7 @@ def profile_decode_step(sampler: FastSampler, rows: int, sampling: SamplingConfi
     device = sampler.device
     stats = sampler.last_stats
     batch = int(stats["batch_bucket"])
-    column = int(stats["prompt_width"]) + int(stats["decode_steps"])
-    kv_len = min(-(-(column + 1) // KV_BUCKET) * KV_BUCKET, sampler.key_valid.shape[1])
+    kv_len = last_kv_bucket(sampler)
     generator = torch.Generator(device=device).manual_seed(0)
 
     def step():
