@@ -109,9 +109,15 @@ def right_aligned(input_ids: Tensor, attention_mask: Tensor, *position_masks: Te
     return tuple(out)
 
 
+# Full-vocabulary fp32 logits exist for at most this many elements at a time (~270 MB): ~1,400
+# positions of a 49k vocabulary, ~440 of Qwen3's 152k. The LM-head GEMM of a chunk stays large.
+LOGIT_CHUNK_ELEMENTS = 2**26
+
+
 def _token_logprobs(hidden: Tensor, targets: Tensor, lm_head: torch.nn.Module, temperature: float) -> Tensor:
+    """log softmax(lm_head(hidden) / temperature) at `targets`, without a [n, V] log-prob tensor."""
     logits = lm_head(hidden).float() / temperature
-    return logits.log_softmax(dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
 def completion_logprobs(
@@ -119,16 +125,19 @@ def completion_logprobs(
     batch: SequenceBatch,
     *,
     temperature: float,
-    chunk_tokens: int = 2048,
+    chunk_tokens: int | None = None,
 ) -> Tensor:
     """Log-probs [N, Lc] of the completion tokens under `model` (zeros where completion_mask is 0).
 
     Runs the decoder once, then applies the LM head only at the positions that predict completion
     tokens, in chunks under activation checkpointing: full-vocabulary fp32 logits exist for at most
-    `chunk_tokens` positions at a time, in the forward and in the backward.
+    `chunk_tokens` positions at a time (default: LOGIT_CHUNK_ELEMENTS / vocabulary size), in the
+    forward and in the backward.
     """
     decoder = model.get_decoder()
     lm_head = model.get_output_embeddings()
+    if chunk_tokens is None:
+        chunk_tokens = max(1, LOGIT_CHUNK_ELEMENTS // lm_head.weight.shape[0])
     input_ids, trained = batch.aligned()
     hidden = decoder(input_ids=input_ids, use_cache=False).last_hidden_state
     # hidden state at column t predicts the token at column t + 1; row-major order keeps each
