@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             if device.type == "cuda":
                 torch.cuda.empty_cache()  # the last configuration's sampler and KV cache
             print(f"{length:>6} {batch:>5} {new_tokens:>4} | {fmt(r.get('hf_tokens_per_s'), '.0f'):>9} {r['fast_tokens_per_s']:>10.0f} "
-                  f"{fmt(r.get('speedup'), '.1f'):>5}x | {r['fast_warmup_s']:>8.2f} {r['fast_prefill_s']:>9.3f} "
+                  f"{'-' if r.get('speedup') is None else format(r['speedup'], '.1f') + 'x':>6} | {r['fast_warmup_s']:>8.2f} {r['fast_prefill_s']:>9.3f} "
                   f"{r['decode_ms_per_step']:>7.2f} {r['step_ms']:>7.2f} {r['sample_ms']:>9.3f} {r['bound_ms_per_step']:>8.3f} "
                   f"{100 * r['bound_fraction']:>6.1f}%", flush=True)
             write_json(args.json, payload)  # after every configuration: a cut run keeps what it measured

@@ -106,3 +106,23 @@ def test_grpo_step_benchmark_reports_update_flops_and_mfu(tmp_path):
         assert step["update_tflop"] > 0
         assert step["update_mfu"] == pytest.approx(step["update_tflop"] * 1e12 / step["time"]["update"] / 1e12)
     assert data["summary"]["update_mfu"] == data["steps"][1]["update_mfu"]  # the one timed step
+
+
+def test_activation_memory_counts_one_layer_and_checkpointing_keeps_less(capsys):
+    import activation_memory
+
+    common = ["--shape", "tiny-llama", "--dtype", "float32", "--rows", "2", "--prompt", "8", "--completion", "8"]
+    activation_memory.main(common)
+    plain = capsys.readouterr().out
+    activation_memory.main([*common, "--gradient-checkpointing"])
+    checkpointed = capsys.readouterr().out
+
+    def per_layer(text: str) -> float:
+        line = next(x for x in text.splitlines() if x.startswith("per token:"))
+        return float(line.split()[2])
+
+    # without checkpointing a layer keeps at least its MLP's gate and up outputs (2 x 128 fp32 per token)
+    assert per_layer(plain) * 1e3 >= 2 * 128 * 4
+    # with it, a layer keeps its input (64 fp32 per token) and little else
+    assert per_layer(checkpointed) * 1e3 < per_layer(plain) * 1e3 / 4
+    assert "extrapolated: microbatch 64 rows x 550 tokens, 2 layers" in plain
