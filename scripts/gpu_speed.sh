@@ -8,16 +8,17 @@
 # parts then tokenize prompts with the real tokenizer; without it they use the byte-level tokenizer
 # built in code, whose prompts are ~4x longer in tokens (a heavier step than the real one).
 # Parts, in order of value, each under run_part's cap (a cut part still prints and writes what it measured;
-# the last ones run only if time is left):
+# the last ones run only if time is left; BUDGET=seconds shrinks the whole):
 #   gen_135m    smollm2-135m shape, batch 32 and 128, 150-token prompts, 256 new tokens; plain generate at 64
 #               new tokens; kernel profile at batch 128 (+ Chrome trace); correctness checks   -> gen_135m.json, trace_135m.json
 #   gen_q4b     qwen3-4b shape, batch 64, same lengths; plain generate at 16 tokens; profile   -> gen_q4b.json
-#   step_135m   grpo_step.py, gpu-small shape (16 x 8 x 256, microbatch 64), 3 steps        -> step_135m.json
+#   step_135m   grpo_step.py, gpu-small shape (16 x 8 x 256, microbatch 64 rows), 3 steps   -> step_135m.json
+#   step_135m_tok14k   the same, microbatches packed by length to <= 14,000 padded tokens   -> step_135m_tok14k.json
+#   gen_135m_inductor  gen_135m at batch 128, the decode step through torch.compile (one
+#               compilation per kv bucket: 3 here), no plain generate                      -> gen_135m_inductor.json
 #   step_q4b    grpo_step.py, qwen3-4b preset, 8 x 8 x 1024, 2 steps                          -> step_q4b.json
-#   gen_135m_inductor  gen_135m at batch 128 with the decode step through torch.compile
-#               (one compilation per kv bucket: 3 here), no plain generate                  -> gen_135m_inductor.json
-#   gen_q4b_inductor   the same for gen_q4b                                                 -> gen_q4b_inductor.json
-#   step_135m_mb16     step_135m at microbatch 16 (the memory/time trade of smaller microbatches) -> step_135m_mb16.json
+#   gen_q4b_inductor   gen_q4b through torch.compile                                         -> gen_q4b_inductor.json
+#   step_135m_mb16     step_135m at microbatch 16 rows                                      -> step_135m_mb16.json
 #   gen_q17b    qwen3-1.7b shape, batch 64; plain generate at 16 tokens                       -> gen_q17b.json
 #   step_135m_ckpt     step_135m with gradient checkpointing                                -> step_135m_ckpt.json
 # Full output: $OUT/speed.log; the tables are printed at the end.
@@ -48,13 +49,15 @@ else
 fi
 echo "tokenizer of the step parts: $TOK" | tee -a $PARTS_LOG
 
-run_part gen_135m 60 python3 benchmarks/generation.py --random-init $S135 "${GEN[@]}" "${GEN_SMALL[@]}" \
+run_part gen_135m 55 python3 benchmarks/generation.py --random-init $S135 "${GEN[@]}" "${GEN_SMALL[@]}" \
   --trace $OUT/trace_135m.json --json $OUT/gen_135m.json
-run_part gen_q4b 55 python3 benchmarks/generation.py --random-init $S4B "${GEN[@]}" "${GEN_BIG[@]}" --json $OUT/gen_q4b.json
-run_part step_135m 75 python3 benchmarks/grpo_step.py --random-init $S135 --model $TOK "${STEP_SMALL[@]}" --json $OUT/step_135m.json
-run_part step_q4b 120 python3 benchmarks/grpo_step.py --random-init $S4B --model $TOK "${STEP_BIG[@]}" --json $OUT/step_q4b.json
-run_part gen_135m_inductor 100 python3 benchmarks/generation.py --random-init $S135 "${GEN[@]}" "${GEN_SMALL[@]}" \
+run_part gen_q4b 50 python3 benchmarks/generation.py --random-init $S4B "${GEN[@]}" "${GEN_BIG[@]}" --json $OUT/gen_q4b.json
+run_part step_135m 60 python3 benchmarks/grpo_step.py --random-init $S135 --model $TOK "${STEP_SMALL[@]}" --json $OUT/step_135m.json
+run_part step_135m_tok14k 60 python3 benchmarks/grpo_step.py --random-init $S135 --model $TOK "${STEP_SMALL[@]}" \
+  --set microbatch_tokens=14000 --json $OUT/step_135m_tok14k.json
+run_part gen_135m_inductor 90 python3 benchmarks/generation.py --random-init $S135 "${GEN[@]}" "${GEN_SMALL[@]}" \
   --batch-sizes $BIG_BATCH --hf-new-tokens 0 --profile-batch 0 --no-checks --inductor --json $OUT/gen_135m_inductor.json
+run_part step_q4b 110 python3 benchmarks/grpo_step.py --random-init $S4B --model $TOK "${STEP_BIG[@]}" --json $OUT/step_q4b.json
 run_part gen_q4b_inductor 100 python3 benchmarks/generation.py --random-init $S4B "${GEN[@]}" "${GEN_BIG[@]}" \
   --hf-new-tokens 0 --profile-batch 0 --inductor --json $OUT/gen_q4b_inductor.json
 run_part step_135m_mb16 60 python3 benchmarks/grpo_step.py --random-init $S135 --model $TOK "${STEP_SMALL[@]}" \
@@ -64,7 +67,7 @@ run_part gen_q17b 45 python3 benchmarks/generation.py --random-init $S17B "${GEN
 run_part step_135m_ckpt 60 python3 benchmarks/grpo_step.py --random-init $S135 --model $TOK "${STEP_SMALL[@]}" \
   --set gradient_checkpointing=true --json $OUT/step_135m_ckpt.json
 
-PARTS=(gen_135m gen_q4b step_135m step_q4b gen_135m_inductor gen_q4b_inductor step_135m_mb16 gen_q17b step_135m_ckpt)
+PARTS=(gen_135m gen_q4b step_135m step_135m_tok14k gen_135m_inductor step_q4b gen_q4b_inductor step_135m_mb16 gen_q17b step_135m_ckpt)
 parts_summary "${PARTS[@]}"
 # each part's tables: generation rows and checks, the step tables and their update line
 awk '/^== /{show=0; print} /^(generation benchmark:|GRPO step:)/{show=1} show' $PARTS_LOG | grep -v "Warning\|warn(\|^USDT" | cut -c1-220

@@ -160,6 +160,37 @@ def completion_logprobs(
     return out
 
 
+def token_microbatches(rows: Tensor, lengths: Tensor, max_rows: int, max_tokens: int = 0) -> list[Tensor]:
+    """Split `rows` (row indices, [n]) into the update's microbatches; lengths [n]: each row's real tokens.
+
+    max_tokens = 0: consecutive chunks of `max_rows` rows in the given order.
+    max_tokens > 0: the rows sorted by length, longest first, and packed greedily so that a
+    microbatch holds at most `max_rows` rows and at most `max_tokens` padded tokens (rows x its
+    longest row: the training layout of `right_aligned` pads every row to the longest). Activation
+    memory then follows the tokens, not the rows, and rows of similar length share a microbatch, so
+    less padding is computed. A row longer than max_tokens is a microbatch of its own.
+
+    The composition of the microbatches does not change the summed loss or its gradient (each row's
+    loss is its own, divided by a constant), only the memory and the order of the float sums.
+    Each microbatch's indices are in ascending order.
+    """
+    if max_rows <= 0 or max_tokens < 0:
+        raise ValueError(f"max_rows must be > 0 and max_tokens >= 0 (got {max_rows}, {max_tokens})")
+    if max_tokens == 0:
+        return [rows[start : start + max_rows] for start in range(0, len(rows), max_rows)]
+    order = torch.argsort(lengths, descending=True, stable=True).tolist()
+    sizes = lengths.tolist()
+    groups: list[list[int]] = []
+    for i in order:
+        group = groups[-1] if groups else None
+        # sorted longest first: a microbatch's first row is its longest
+        if group is None or len(group) == max_rows or (len(group) + 1) * sizes[group[0]] > max_tokens:
+            groups.append([i])
+        else:
+            group.append(i)
+    return [rows[torch.tensor(sorted(g), device=rows.device)] for g in groups]
+
+
 def clipped_surrogate(
     logp_new: Tensor,
     logp_old: Tensor,
