@@ -5,8 +5,7 @@
 # and Qwen3-4B's shapes (benchmarks/random_models.py; no weights needed).
 #   bash scripts/gpu_speed.sh
 # Carrying .device/m1 + .device/m2 (the default model's GGUF, see gpu_setup.sh) is optional: the step
-# parts then tokenize prompts with the real tokenizer; without it they use the byte-level tokenizer
-# built in code, whose prompts are ~4x longer in tokens (a heavier step than the real one).
+# parts then tokenize prompts with the real tokenizer (see TOK below for what they use otherwise).
 # Parts, in order of value, each under run_part's cap (a cut part still prints and writes what it measured;
 # the last ones run only if time is left; BUDGET=seconds shrinks the whole):
 #   gen_135m    smollm2-135m shape, batch 32 and 128, 150-token prompts, 256 new tokens; plain generate at 64
@@ -28,8 +27,15 @@ set +e
 PARTS_LOG=$OUT/speed.log
 PARTS_BUDGET=${BUDGET:-390}   # seconds for all parts (setup and process starts come on top)
 
-TOK=tiny-llama   # where grpo_step.py takes its tokenizer from
-if [ -f "$MODEL" ]; then TOK=$MODEL; fi
+# where grpo_step.py takes its tokenizer from: the default model's when carried; else a BPE trained in
+# code on the bundled problems (`random-smollm2`, prompts about as long as the real tokenizer's) where
+# this tree's evilmoe.models has it; else the byte-level tokenizer (prompts ~4x longer in tokens)
+TOK=tiny-llama
+if [ -f "$MODEL" ]; then
+  TOK=$MODEL
+elif python3 -c "import sys, evilmoe.models as m; sys.exit(0 if hasattr(m, 'RANDOM_SMOLLM2') else 1)"; then
+  TOK=random-smollm2
+fi
 
 if [ -n "${GPU_SETUP_CPU:-}" ]; then  # same parts, tiny shapes on CPU
   S135=tiny-llama; S4B=tiny-qwen3; S17B=tiny-qwen3
