@@ -12,14 +12,27 @@ microbatch + pin loss + clip + AdamW), total. Peak GPU memory per phase comes fr
 counter is reset before each and read after it (so "generate" here is the whole `collect`: sampling
 plus encoding and starting the grading, which allocate next to nothing).
 
---random-init-qwen3 4b|1.7b swaps the model for a randomly initialised Qwen3 of that architecture
-(bf16, built from a config in code) with the tokenizer of --model. Random weights never write a
-fenced answer, so this is the worst case for memory: the embedding rows of the end-of-turn tokens
-and of every id the tokenizer does not have are zeroed (tied weights: their logit is exactly 0,
-below the top-20 of ~50k N(0, ~1) logits), so with top-k 20 no rollout stops early and every
-sampled id decodes. Groups only train when their rewards differ, and random rollouts all earn 0, so
-this option keeps one template demonstration per group (teacher_per_group=1, as gpu-small has)
-and uses the bundled problem set unless told otherwise.
+--random-init NAME swaps the model for a randomly initialised one of a published shape
+(smollm2-135m, qwen3-1.7b, qwen3-4b; bf16, built from a config in code by
+`benchmarks/random_models.py`) with the tokenizer of --model (`--model tiny-llama` gives the
+byte-level tokenizer built in code: no weights needed at all, but prompts are then ~4x longer in
+tokens than with the real tokenizer). `--random-init-qwen3 4b|1.7b|tiny` is the same for
+qwen3-4b, qwen3-1.7b, tiny-qwen3. Random weights never write a fenced answer, so this is the worst
+case for memory: the embedding rows of the end-of-turn tokens and of every id the tokenizer does
+not have are zeroed (tied weights: their logit is exactly 0, below the top-20 of the other
+N(0, ~1) logits), so with top-k 20 no rollout stops early and every sampled id decodes. Groups only
+train when their rewards differ, and random rollouts all earn 0, so this option keeps one template
+demonstration per group (teacher_per_group=1) and uses the bundled problem set unless told otherwise.
+
+MFU of the update: model FLOPs of the update phase / its wall time / the device's dense bf16 peak
+(`--peak-tflops`, else a table of known devices). Model FLOPs count the useful work of the live rows
+(padding columns of a microbatch are not counted, nor is the recomputation of gradient
+checkpointing). Per live row with L real tokens, C of them trained completion tokens:
+forward = 2 P L (P: the decoder's projection weights) + 2 V d C (the LM head, applied only where a
+completion token is predicted) + 4 n_layers H hd L (L + 1) / 2 (causal attention scores and values);
+the base is frozen, so the backward computes gradients of activations only: 1x the forward for the
+projections and the LM head, 2x for attention. Update FLOPs = 2 x (projections + LM head) + 3 x
+attention. The adapter's own low-rank products (rank << d) and the optimizer are left out.
 
 An out-of-memory error (or any other failure) inside a step is reported with the phase it hit,
 the numbers so far are still printed and written, and the exit status is 3.
@@ -29,6 +42,8 @@ the numbers so far are still printed and written, and the exit status is 3.
     # the memory check: Qwen3-4B architecture, 8 prompts x 8 samples x 1024 new tokens
     python benchmarks/grpo_step.py --preset qwen3-4b --random-init-qwen3 4b --model /root/evm/model.gguf \
         --prompts 8 --group-size 8 --max-new-tokens 1024 --steps 2 --json q4b.json
+    # the gpu-small shape on a random 135M model, no weights needed (byte-level tokenizer)
+    python benchmarks/grpo_step.py --random-init smollm2-135m --model tiny-llama --steps 4 --json small.json
     # CPU check of the script itself (tiny random model, seconds)
     python benchmarks/grpo_step.py --preset tiny --steps 3
     # data-parallel: the same step on N ranks, --prompts is the GLOBAL batch (split over ranks)
@@ -50,66 +65,57 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from evilmoe import distributed as ddp
 from evilmoe.config import make_config, parse_field_value
-from evilmoe.models import end_of_turn_ids, fix_special_tokens, load_model
+from evilmoe.models import load_model
 from evilmoe.policy import resolve_device, resolve_dtype
 from evilmoe.records import Rollouts
 from evilmoe.trainer import Trainer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling module below, however this file is run
+from random_models import SHAPES, random_model  # noqa: E402
 
 PHASES = ("generate", "behaviour_forward", "grade_wait", "update", "total")
 # which Trainer method holds each phase whose peak memory we read
 WRAPPED = {"collect": "generate", "behaviour_pass": "behaviour_forward", "update": "update"}
 
-# Qwen3 architectures (the published configs' shapes; vocab as in the real models, tied embeddings)
-QWEN3_SHAPES: dict[str, dict[str, int]] = {
-    "4b": dict(hidden_size=2560, num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8, head_dim=128, intermediate_size=9728),
-    "1.7b": dict(hidden_size=2048, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8, head_dim=128, intermediate_size=6144),
-    # a CPU check of this option itself (same vocab and tied embeddings, toy depth and width)
-    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16, intermediate_size=128),
-}
-QWEN3_VOCAB = 151936
+# --random-init-qwen3's sizes, as names of benchmarks/random_models.py
+QWEN3_SIZES = {"4b": "qwen3-4b", "1.7b": "qwen3-1.7b", "tiny": "tiny-qwen3"}
+# dense bf16 tensor-core peak (FLOP/s) by a substring of the device name; --peak-tflops overrides
+PEAK_BF16 = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
 
 GB = 1e9
 
 
 # --------------------------------------------------------------------------------------------
-# the random Qwen3 model
+# model FLOPs of the update (see the module docstring)
 # --------------------------------------------------------------------------------------------
-def random_qwen3(size: str, tokenizer, device: torch.device, dtype: torch.dtype):
-    """A randomly initialised Qwen3 (frozen, eval mode) whose sampled ids always decode and never stop."""
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+def update_flops(model_config, attention_mask: torch.Tensor, completion_mask: torch.Tensor) -> float:
+    """Model FLOPs of forward + backward (frozen base) over these rows: 2 x (projections + LM head) + 3 x attention."""
+    c = model_config
+    heads, kv_heads = c.num_attention_heads, c.num_key_value_heads or c.num_attention_heads
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
+    d, ff = c.hidden_size, c.intermediate_size
+    projections = c.num_hidden_layers * (d * (heads + 2 * kv_heads) * head_dim + heads * head_dim * d + 3 * d * ff)
+    lengths = attention_mask.sum(dim=1).double()
+    completion = float(completion_mask.sum())
+    linear = 2.0 * projections * float(lengths.sum()) + 2.0 * c.vocab_size * d * completion
+    attention = 4.0 * c.num_hidden_layers * heads * head_dim * float((lengths * (lengths + 1) / 2).sum())
+    return 2.0 * linear + 3.0 * attention
 
-    config = Qwen3Config(
-        vocab_size=QWEN3_VOCAB,
-        max_position_embeddings=40960,
-        rope_theta=1_000_000.0,
-        rms_norm_eps=1e-6,
-        tie_word_embeddings=True,
-        **QWEN3_SHAPES[size],
-    )
-    torch.manual_seed(0)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)  # initialise directly in bf16 on the device (no fp32 copy of 4B weights)
-    try:
-        with torch.device(device):
-            model = Qwen3ForCausalLM(config)
-    finally:
-        torch.set_default_dtype(previous)
-    model = model.to(device=device, dtype=dtype)
-    # zero rows: logit exactly 0 for ids the tokenizer lacks and for the end-of-turn ids (see docstring)
-    with torch.no_grad():
-        embed = model.get_input_embeddings().weight
-        embed[len(tokenizer) :] = 0
-        embed[end_of_turn_ids(tokenizer)] = 0
-    fix_special_tokens(tokenizer, model)
-    model.eval()
-    model.requires_grad_(False)
-    return model
+
+def peak_flops(device: torch.device, override_tflops: float | None) -> float | None:
+    if override_tflops:
+        return override_tflops * 1e12
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16.items() if key in name), None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,6 +130,8 @@ class PhaseMemory:
         self.peaks: dict[str, float] = {}
         self.current = "setup"
         self.collected: Rollouts | None = None  # the last step's rollouts (for the policy rollout lengths)
+        self.model_config = None  # set by run(): the config update_flops reads
+        self.update_flops: float | None = None  # model FLOPs of the last update (this rank's live rows)
 
     def wrap(self, trainer: Trainer, method: str, phase: str) -> None:
         original: Callable = getattr(trainer, method)
@@ -140,6 +148,10 @@ class PhaseMemory:
                 self.peaks[phase] = torch.cuda.max_memory_allocated(self.device) / GB
             if method == "collect":
                 self.collected = out
+            if method == "update" and self.model_config is not None:
+                rollouts = kwargs.get("rollouts", args[1] if len(args) > 1 else None)
+                live = out.live[rollouts.rows].to(rollouts.batch.attention_mask.device)
+                self.update_flops = update_flops(self.model_config, rollouts.batch.attention_mask[live], rollouts.batch.completion_mask[live])
             return out
 
         setattr(trainer, method, wrapped)
@@ -158,7 +170,7 @@ def build_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "group_size": args.group_size, "microbatch": args.microbatch, "teacher_per_group": args.teacher_per_group,
         "problem_set": args.problem_set, "data_dir": args.data_dir, "device": args.device, "sampler": args.sampler,
     }
-    if args.random_init_qwen3:
+    if args.random_init:
         # rewards need a spread for any group to train (random rollouts all earn 0); leetcode data may be absent
         named["teacher_per_group"] = 1 if args.teacher_per_group is None else args.teacher_per_group
         named["problem_set"] = args.problem_set or "bundled"
@@ -195,6 +207,8 @@ def summarise(steps: list[dict[str, Any]]) -> dict[str, Any]:
     out["mean_completion_tokens"] = statistics.mean(s["mean_completion_tokens"] for s in timed) if timed else None
     policy = [s["policy_completion_tokens"] for s in timed if s["policy_completion_tokens"] is not None]
     out["policy_completion_tokens"] = statistics.mean(policy) if policy else None
+    for key in ("update_tflop", "update_mfu"):
+        out[key] = median([s[key] for s in timed if s.get(key) is not None])
     return out
 
 
@@ -214,6 +228,11 @@ def print_table(header: dict[str, Any], steps: list[dict[str, Any]], summary: di
         print(f"{'med':>4} | " + " ".join(f"{fmt(summary[f'{p}_s'], '.2f'):>17}" for p in PHASES)
               + f" | {fmt(summary['mean_completion_tokens'], '.0f'):>6}      | "
               + " / ".join(fmt(summary[f'{p}_peak_gb'], '.1f') for p in WRAPPED.values()))
+    if steps and summary.get("update_tflop") is not None:
+        mfu = summary["update_mfu"]
+        rate = summary["update_tflop"] / summary["update_s"] if summary["update_s"] else float("nan")
+        print(f"update: {summary['update_tflop']:.2f} TFLOP of model FLOPs (median), {rate:.1f} TFLOP/s, MFU "
+              + ("- (no known peak: --peak-tflops)" if mfu is None else f"{100 * mfu:.1f}% of {header['peak_flops'] / 1e12:.0f} TFLOP/s"))
     if failure:
         print(f"FAILED in phase {failure['phase']} of step {failure['step']}: {failure['error']}")
 
@@ -223,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="gpu-small")
     parser.add_argument("--arm", default="moe")
     parser.add_argument("--steps", type=int, default=4, help="steps to run; the first is a warm-up left out of the medians")
-    parser.add_argument("--model", default=None, help="load_model spec (with --random-init-qwen3: where the tokenizer comes from)")
+    parser.add_argument("--model", default=None, help="load_model spec (with --random-init: where the tokenizer comes from)")
     parser.add_argument("--rank", type=int, default=None, help="adapter rank (lora_alpha follows as 2 x rank)")
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--prompts", type=int, default=None, help="prompts per step")
@@ -234,10 +253,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
     parser.add_argument("--sampler", default=None, choices=["auto", "hf", "fast"])
-    parser.add_argument("--random-init-qwen3", default=None, choices=sorted(QWEN3_SHAPES), help="random Qwen3 of this size")
+    parser.add_argument("--random-init", default=None, choices=sorted(SHAPES), help="a randomly initialised model of this shape")
+    parser.add_argument("--random-init-qwen3", default=None, choices=sorted(QWEN3_SIZES), help="= --random-init qwen3-SIZE")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak for MFU (default: known devices)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any other TrainConfig field")
     parser.add_argument("--json", default=None, help="write all numbers here")
     args = parser.parse_args(argv)
+    if args.random_init_qwen3:
+        if args.random_init:
+            parser.error("give --random-init or --random-init-qwen3, not both")
+        args.random_init = QWEN3_SIZES[args.random_init_qwen3]
     ddp.init()  # no-op without torchrun
     try:
         return run(args)
@@ -253,18 +278,20 @@ def run(args: argparse.Namespace) -> int:
     dtype = resolve_dtype(config, device)
     memory = PhaseMemory(device)
     given_model = None  # (model, tokenizer) for the trainer instead of loading config.model
-    if args.random_init_qwen3:
+    if args.random_init:
         _, tokenizer = load_model(config.model, device="cpu")  # only the tokenizer is used
         started = time.perf_counter()
-        model = random_qwen3(args.random_init_qwen3, tokenizer, device, dtype)
-        print(f"random Qwen3-{args.random_init_qwen3}: {sum(p.numel() for p in model.parameters()) / 1e9:.2f}B parameters, "
+        model = random_model(args.random_init, tokenizer, device, dtype)
+        print(f"random {args.random_init}: {sum(p.numel() for p in model.parameters()) / 1e9:.3f}B parameters, "
               f"built in {time.perf_counter() - started:.1f} s; tokenizer of {config.model} ({len(tokenizer)} ids)", flush=True)
         given_model = (model, tokenizer)
+    peak = peak_flops(device, args.peak_tflops)
 
     header: dict[str, Any] = {
         "preset": args.preset,
-        "model": f"random Qwen3-{args.random_init_qwen3}" if args.random_init_qwen3 else config.model,
-        "random_init_qwen3": args.random_init_qwen3,
+        "model": f"random {args.random_init}" if args.random_init else config.model,
+        "random_init": args.random_init,
+        "peak_flops": peak,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "transformers": __import__("transformers").__version__,
@@ -288,10 +315,12 @@ def run(args: argparse.Namespace) -> int:
               f"GPU memory allocated after setup: {header['allocated_after_setup_gb'] or 0:.1f} GB", flush=True)
         for method, phase in WRAPPED.items():
             memory.wrap(trainer, method, phase)
+        memory.model_config = trainer.policy.model.config
         for step in range(args.steps):
-            memory.peaks = {}
+            memory.peaks, memory.update_flops = {}, None
             metrics = trainer.train_step(step)
             trainer.step = step + 1
+            flops, update_s = memory.update_flops, metrics["time"]["update"]
             row = {
                 "step": step,
                 "time": metrics["time"],
@@ -301,6 +330,8 @@ def run(args: argparse.Namespace) -> int:
                 "live_groups": metrics["live_groups"],
                 "rollout_sources": metrics["rollout_sources"],
                 "time_per_rank": ddp.all_gather_object(metrics["time"]),
+                "update_tflop": None if flops is None else flops / 1e12,
+                "update_mfu": None if flops is None or peak is None or update_s <= 0 else flops / update_s / peak,
             }
             steps.append(row)
             print(f"step {step}: " + ", ".join(f"{p} {metrics['time'][p]:.2f} s" for p in PHASES)

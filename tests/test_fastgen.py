@@ -10,8 +10,9 @@ import pytest
 import torch
 from transformers import TopKLogitsWarper, TopPLogitsWarper
 
+from evilmoe import fastgen
 from evilmoe.errors import UserError
-from evilmoe.fastgen import FastSampler, filter_logits, folded_weight
+from evilmoe.fastgen import FastSampler, filter_logits, folded_weight, top_k_candidates
 from evilmoe.grpo import completion_logprobs, position_ids_for
 from evilmoe.lora2r import Lora2rConfig, attach_lora2r
 from evilmoe.models import tiny_model
@@ -242,6 +243,72 @@ def test_filter_logits_is_hf_top_k_then_top_p():
         assert torch.equal(filter_logits(scores, top_k, top_p), want), (top_k, top_p)
 
 
+def dense(values: torch.Tensor, ids: torch.Tensor, vocab: int) -> torch.Tensor:
+    """Candidates back on the vocabulary: -inf everywhere else."""
+    return torch.full((values.shape[0], vocab), float("-inf"), dtype=values.dtype).scatter(1, ids, values)
+
+
+@pytest.mark.parametrize("rounding", ["fp32", "bf16"])
+def test_top_k_candidates_keep_what_the_full_vocabulary_filter_keeps(rounding):
+    """Same kept set as filter_logits (= HF's processors) on random rows, ties included.
+
+    bf16-valued logits (what a bf16 LM head gives) tie often. Where a tie group straddles the top-p
+    cut, which of its members survive is the sort's choice (HF's sort is unstable too), so such rows
+    are compared by the multiset of kept scores; every other row must keep exactly the same ids."""
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(64, VOCAB, generator=g) * 3
+    if rounding == "bf16":
+        scores = (scores * 4).to(torch.bfloat16).float()  # coarse values: many ties everywhere
+    scores[0, :5] = scores[0, 5]  # a tie group at the k-th value
+    checked_exact = 0
+    for top_k, top_p in [(20, 1.0), (20, 0.8), (5, 0.5), (1, 0.95), (50, 0.95), (VOCAB, 0.9), (VOCAB + 5, 1.0)]:
+        want = filter_logits(scores, top_k, top_p)
+        values, ids, overflow = top_k_candidates(scores, top_k, top_p, slack=8)
+        got = dense(values, ids, VOCAB)
+        for row in range(scores.shape[0]):
+            if overflow[row]:  # the caller redoes these on the full vocabulary; below: what overflow means
+                continue
+            kept_want, kept_got = want[row][want[row] > float("-inf")], got[row][got[row] > float("-inf")]
+            assert torch.equal(kept_want.sort().values, kept_got.sort().values), (top_k, top_p, row)
+            lowest = kept_want.min()
+            if int((scores[row] == lowest).sum()) == int((want[row] == lowest).sum()):  # no tie cut by top-p
+                assert torch.equal(got[row], want[row]), (top_k, top_p, row)
+                checked_exact += 1
+        # overflow is flagged exactly when the last candidate still ties with the k-th score
+        k = min(top_k, VOCAB)
+        kth = scores.topk(k).values[:, -1]
+        can_miss = ((scores >= kth[:, None]).sum(-1) >= values.shape[1]) & (values.shape[1] < VOCAB)
+        assert torch.equal(overflow, can_miss), (top_k, top_p)
+    assert checked_exact > 64 * 4  # most rows were compared id for id
+
+
+def test_top_k_candidates_flag_a_tie_longer_than_the_slack():
+    scores = torch.arange(VOCAB, dtype=torch.float32).repeat(2, 1)
+    scores[0, 100:140] = 1000.0  # 40 ties at the top: k = 5 keeps all 40, 5 + 8 candidates cannot
+    scores[1, 100:110] = 1000.0  # 10 ties: inside 5 + 8 candidates
+    values, ids, overflow = top_k_candidates(scores, 5, 1.0, slack=8)
+    assert overflow.tolist() == [True, False]
+    assert sorted(ids[1][values[1] > float("-inf")].tolist()) == list(range(100, 110))
+    assert torch.equal(dense(values, ids, VOCAB)[1], filter_logits(scores, 5, 1.0)[1])
+
+
+def test_a_call_whose_candidates_may_miss_a_tie_is_redone_on_the_full_vocabulary(monkeypatch):
+    """With no slack every top-k call overflows: the sampler must return the exact path's result."""
+    model = model_for("llama", 9)
+    ids, mask = left_padded_prompts()
+    sampling = SamplingConfig(temperature=1.0, top_p=0.9, top_k=7, max_new_tokens=12)
+    sampler = fast(model)
+    want = sampler.sample_with_logprobs(ids, mask, sampling, seed=5, exact_sampling=True)
+    assert sampler.last_stats["exact_sampling"]
+    normal = sampler.sample_with_logprobs(ids, mask, sampling, seed=5)
+    assert not sampler.last_stats["exact_sampling"]
+    monkeypatch.setattr(fastgen, "TIE_SLACK", 0)
+    got = sampler.sample_with_logprobs(ids, mask, sampling, seed=5)
+    assert sampler.last_stats["exact_sampling"]
+    assert got[0] == want[0] and torch.equal(got[1], want[1])
+    assert normal[0] != want[0]  # the two paths consume the generator differently (so the rerun really ran)
+
+
 def first_token_distribution(model, ids, mask, sampling: SamplingConfig) -> torch.Tensor:
     """HF's own processors on HF's logits: the distribution the first sampled token must follow."""
     logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_for(mask)).logits[:, -1].float()
@@ -253,7 +320,8 @@ def first_token_distribution(model, ids, mask, sampling: SamplingConfig) -> torc
     return scores.softmax(-1)
 
 
-def test_sampling_follows_the_configured_distribution_and_top_k():
+@pytest.mark.parametrize("exact", [False, True])
+def test_sampling_follows_the_configured_distribution_and_top_k(exact):
     model = model_for("llama", 6)
     prompt, prompt_mask = left_padded_prompts(lengths=(7,))
     sampling = SamplingConfig(temperature=0.5, top_p=0.9, top_k=5, max_new_tokens=1)
@@ -263,7 +331,7 @@ def test_sampling_follows_the_configured_distribution_and_top_k():
     sampler = FastSampler(model, StubTokenizer(), [STOP], max_batch=rows, max_seq_len=16)
     counts = torch.zeros(VOCAB)
     for seed in range(40):  # 2560 draws
-        for row in sampler.sample(ids, mask, sampling, seed=seed):
+        for row in sampler.sample_with_logprobs(ids, mask, sampling, seed=seed, exact_sampling=exact)[0]:
             counts[row[0]] += 1
     assert counts[want == 0].sum() == 0  # never outside what top-k / top-p allow
     total_variation = 0.5 * (counts / counts.sum() - want.float()).abs().sum()

@@ -7,7 +7,15 @@ import math
 import pytest
 import torch
 
-from evilmoe.grpo import SequenceBatch, clipped_surrogate, completion_logprobs, group_advantages, k3_kl, position_ids_for
+from evilmoe.grpo import (
+    SequenceBatch,
+    clipped_surrogate,
+    completion_logprobs,
+    group_advantages,
+    k3_kl,
+    position_ids_for,
+    token_microbatches,
+)
 from evilmoe.models import tiny_model
 from evilmoe.rollouts import build_batch, cut_at_stop
 
@@ -71,6 +79,82 @@ def test_logprob_gradients_flow_through_chunked_checkpointing():
     completion_logprobs(model, batch, temperature=1.0, chunk_tokens=10_000).sum().backward()
     for a, p in zip(chunked, model.parameters()):
         assert torch.allclose(a, p.grad, atol=1e-9)
+
+
+@pytest.mark.parametrize("chunk_tokens", [None, 1, 2])
+def test_chunked_logprobs_and_gradients_equal_the_full_logits_reference(chunk_tokens):
+    """The chunked, checkpointed LM head (default chunk size: by vocabulary) against one plain forward
+    with full [N, L, V] logits and log_softmax: same log-probs, same gradients of every weight."""
+    model = tiny_model("qwen3", seed=4).double()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    batch = _batch()
+    weights = torch.linspace(0.5, 2.0, batch.completion_mask.numel(), dtype=torch.float32).view_as(batch.completion_mask.float())
+    got = completion_logprobs(model, batch, temperature=0.7, chunk_tokens=chunk_tokens)
+    (got * weights).sum().backward()
+    got_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                   position_ids=position_ids_for(batch.attention_mask)).logits
+    lp = batch.prompt_width
+    logp = (logits[:, lp - 1 : -1].float() / 0.7).log_softmax(-1).gather(-1, batch.input_ids[:, lp:, None]).squeeze(-1)
+    want = logp * batch.completion_mask
+    (want * weights).sum().backward()
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    for a, p in zip(got_grads, model.parameters()):
+        torch.testing.assert_close(a, p.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_token_microbatches_pack_rows_by_padded_tokens():
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(5, 60, (37,), generator=g)
+    rows = torch.arange(100, 137)
+    # off: today's consecutive chunks of rows
+    plain = token_microbatches(rows, lengths, 8)
+    assert [t.tolist() for t in plain] == [rows[i : i + 8].tolist() for i in range(0, 37, 8)]
+    packed = token_microbatches(rows, lengths, 8, max_tokens=150)
+    assert sorted(torch.cat(packed).tolist()) == rows.tolist()  # every row exactly once
+    length_of = dict(zip(rows.tolist(), lengths.tolist()))
+    for mb in packed:
+        assert mb.tolist() == sorted(mb.tolist()) and 1 <= len(mb) <= 8
+        padded = len(mb) * max(length_of[r] for r in mb.tolist())
+        assert padded <= 150 or len(mb) == 1  # a row longer than the budget goes alone
+    # sorting by length pads less than consecutive chunks of the same average size
+    padded_total = lambda mbs: sum(len(mb) * max(length_of[r] for r in mb.tolist()) for mb in mbs)  # noqa: E731
+    same_count = token_microbatches(rows, lengths, -(-37 // len(packed)))
+    assert padded_total(packed) < padded_total(same_count)
+    with pytest.raises(ValueError):
+        token_microbatches(rows, lengths, 0)
+
+
+def test_the_gradient_does_not_depend_on_how_rows_are_packed():
+    """The summed per-token loss over token-packed microbatches has the gradient of one forward over all rows."""
+    model = tiny_model("llama", seed=5).double()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    g = torch.Generator().manual_seed(1)
+    prompt_mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1], [0, 1, 1, 1], [0, 0, 0, 1], [1, 1, 1, 1]])
+    prompt_ids = torch.randint(3, 300, prompt_mask.shape, generator=g) * prompt_mask
+    completions = [[31, 32, 2], [41], [51, 52, 53, 54, 55, 2], [61, 62], [71, 72, 73, 2]]
+    batch = build_batch(prompt_ids, prompt_mask, completions, pad_id=0)
+    weights = torch.randn(batch.completion_mask.shape, generator=g)
+
+    def loss(rows: torch.Tensor) -> torch.Tensor:
+        part = batch.rows(rows).trimmed()
+        width = part.completion_mask.shape[1]
+        return (completion_logprobs(model, part, temperature=0.9) * weights[rows, :width]).sum()
+
+    loss(torch.arange(5)).backward()
+    want = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    lengths = batch.attention_mask.sum(dim=1)
+    microbatches = token_microbatches(torch.arange(5), lengths, max_rows=3, max_tokens=14)
+    assert len(microbatches) > 1
+    for mb in microbatches:
+        loss(mb).backward()
+    for a, p in zip(want, model.parameters()):
+        torch.testing.assert_close(p.grad, a, rtol=1e-9, atol=1e-12)
 
 
 def test_clipped_surrogate_values():

@@ -107,6 +107,10 @@ class TrainConfig:
     """Weight of the k3 KL to the starting model (0 = off, no reference forward)."""
     microbatch: int = 16
     """Rollouts per forward/backward chunk (memory knob; does not change the result)."""
+    microbatch_tokens: int = 0
+    """With > 0, update microbatches are packed by tokens instead: rollouts sorted by length, at most
+    `microbatch` rows and this many padded tokens (rows x the longest row) each, so activation memory
+    follows the tokens (memory knob; does not change the result). 0 = rows only."""
     gradient_checkpointing: bool = False
     """Recompute each decoder layer in the backward pass (memory knob for large models; same result)."""
 
@@ -225,6 +229,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise UserError(f"{name} must be > 0 (got {getattr(self, name)})")
+        if self.microbatch_tokens < 0:
+            raise UserError(f"microbatch_tokens must be >= 0 (0 = off; got {self.microbatch_tokens})")
         if self.group_size < 2:
             raise UserError("group_size must be >= 2: the advantage is reward minus the group mean")
         if not 0 <= self.teacher_per_group < self.group_size:

@@ -19,6 +19,9 @@ Llama and Qwen3 decoders (SmolLM2 is a Llama; Qwen3 adds per-head q/k RMSNorm):
   compiled with torch.compile first, which fuses the small elementwise kernels.
 * **Sampling** in Hugging Face's order: logits (fp32) / temperature -> top-k -> top-p ->
   multinomial, with a seeded `torch.Generator` on the device. Sampling stays outside the graph.
+  With top-k on, the filter and the draw run on each row's top (k + TIE_SLACK) scores
+  (`top_k_candidates`): no sort of the vocabulary, the same kept set as HF's processors (a call
+  where a tie at the k-th value could reach past the candidates is redone on the full vocabulary).
 
 The math mirrors transformers' modeling_llama / modeling_qwen3 op for op (RMSNorm in fp32, RoPE
 cos/sin in fp32 then cast), so greedy decoding gives the same tokens as `generate` on CPU (tests);
@@ -47,6 +50,9 @@ STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 KV_BUCKET = 128  # decode attends over the cache in multiples of this many columns
 BATCH_BUCKET = 8  # decode batches are padded up to a multiple of this (one CUDA graph per size)
 STOP_CHECK_EVERY = 8  # steps between host syncs that check whether every row has stopped
+# top-k sampling filters the top (top_k + TIE_SLACK) scores of a row instead of sorting the whole
+# vocabulary; only a tie of more than TIE_SLACK + 1 scores at the k-th value needs the full sort
+TIE_SLACK = 32
 
 
 # -----------------------------------------------------------------------------
@@ -221,6 +227,7 @@ def filter_logits(scores: Tensor, top_k: int, top_p: float) -> Tensor:
     """HF's TopKLogitsWarper then TopPLogitsWarper on temperature-scaled fp32 scores [B, V].
 
     Ties at the k-th value are all kept, as in HF; top-p always keeps the most likely token.
+    The full-vocabulary path: one sort of every row (`top_k_candidates` avoids it when top_k > 0).
     """
     if top_k > 0:
         kth = torch.topk(scores, min(top_k, scores.shape[-1])).values[..., -1:]
@@ -235,20 +242,60 @@ def filter_logits(scores: Tensor, top_k: int, top_p: float) -> Tensor:
     return scores
 
 
+def top_k_candidates(scores: Tensor, top_k: int, top_p: float, slack: int) -> tuple[Tensor, Tensor, Tensor]:
+    """`filter_logits` for top_k > 0 without sorting the vocabulary: the same filter on the top
+    `top_k + slack` scores of each row, which hold everything HF keeps unless more than `slack` + 1
+    scores tie at the k-th value.
+
+    Returns (values [B, n] in descending order, -inf where filtered; their token ids [B, n];
+    overflow [B] bool: the last candidate still equals the k-th value, so tied scores may lie
+    outside the candidates and the result may miss some; the caller must then use `filter_logits`).
+    Top-p runs over the candidates in ascending order, as HF's over the whole sorted row (the
+    filtered -inf scores contribute exactly zero mass there). Where a tie group straddles the top-p
+    cut, which of its members are dropped follows the sort's order among equal scores, which HF
+    leaves unspecified too (an unstable sort); the kept multiset of scores is the same.
+    """
+    vocab = scores.shape[-1]
+    k = min(top_k, vocab)
+    values, ids = torch.topk(scores, min(vocab, k + slack))  # sorted, descending
+    kth = values[:, k - 1 : k]
+    overflow = (values[:, -1] >= kth[:, 0]) & (values.shape[-1] < vocab)
+    values = values.masked_fill(values < kth, float("-inf"))
+    if top_p < 1.0:
+        ascending = values.flip(-1)
+        remove = ascending.softmax(dim=-1).cumsum(dim=-1) <= (1 - top_p)
+        remove[:, -1] = False
+        values = values.masked_fill(remove.flip(-1), float("-inf"))
+    return values, ids, overflow
+
+
 def next_tokens(
-    logits: Tensor, sampling: SamplingConfig, greedy: bool, generator: torch.Generator
+    logits: Tensor, sampling: SamplingConfig, greedy: bool, generator: torch.Generator,
+    *, overflow: Tensor | None = None, exact: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """(tokens [B], log-probs [B] of those tokens under logits / temperature) from fp32 logits [B, V].
 
     The log-prob is of the unfiltered tempered distribution, as grpo.completion_logprobs computes it.
+    With top_k > 0 (and not `exact`) the filter runs on `top_k_candidates` and the draw is over them;
+    `overflow` (a bool scalar on the device) is then or-ed with whether any row may have missed a
+    tied candidate, so the caller can redo the call with exact=True (full-vocabulary filter). Both
+    draw from the same distribution, but they consume the generator differently: one seed gives one
+    result per path.
     """
     scaled = logits / sampling.temperature
     if greedy:
         tokens = logits.argmax(dim=-1)
+    elif sampling.top_k > 0 and not exact:
+        values, ids, row_overflow = top_k_candidates(scaled, sampling.top_k, sampling.top_p, TIE_SLACK)
+        picked = torch.multinomial(values.softmax(dim=-1), num_samples=1, generator=generator)
+        tokens = ids.gather(1, picked).squeeze(1)
+        if overflow is not None:
+            overflow |= row_overflow.any()
     else:
         probs = filter_logits(scaled, sampling.top_k, sampling.top_p).softmax(dim=-1)
         tokens = torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
-    logprobs = scaled.log_softmax(dim=-1).gather(-1, tokens[:, None]).squeeze(1)
+    # log-softmax at one token per row: no [B, V] log-prob tensor
+    logprobs = scaled.gather(-1, tokens[:, None]).squeeze(1) - torch.logsumexp(scaled, dim=-1)
     return tokens, logprobs
 
 
@@ -492,13 +539,16 @@ class FastSampler:
 
     @torch.no_grad()
     def sample_with_logprobs(
-        self, prompt_ids: Tensor, prompt_mask: Tensor, sampling: SamplingConfig, *, seed: int, greedy: bool = False
+        self, prompt_ids: Tensor, prompt_mask: Tensor, sampling: SamplingConfig, *, seed: int, greedy: bool = False,
+        exact_sampling: bool = False,
     ) -> tuple[list[list[int]], Tensor]:
         """(completions, log-probs). Completions are cut after the first stop token, like HFSampler.
 
         log-probs is [N, W] float32 on the sampler's device with W = max(1, longest completion), zero past
         each row's end: the layout of rollouts.build_batch's completion_mask and of
         grpo.completion_logprobs (log-softmax of logits / temperature at the sampled tokens).
+        exact_sampling: filter top-k / top-p over the whole vocabulary (`filter_logits`) instead of the
+        top-k candidates. A call whose candidates may have missed a tie is redone this way by itself.
         """
         validate_sampling(sampling, greedy)
         prompt_ids, prompt_mask = prompt_ids.to(self.device), prompt_mask.to(self.device)
@@ -522,6 +572,7 @@ class FastSampler:
         tokens = torch.zeros(n, max_new, dtype=torch.long, device=self.device)
         logprobs = torch.zeros(n, max_new, dtype=torch.float32, device=self.device)
         finished = torch.zeros(n, dtype=torch.bool, device=self.device)
+        overflow = torch.zeros((), dtype=torch.bool, device=self.device)  # a tie the top-k candidates may have missed
         self.step_tokens.fill_(self.tokenizer.pad_token_id or 0)  # rows past n: harmless filler
         self.step_positions.zero_()
         self.step_positions[:n] = prompt_mask.sum(dim=1)  # the position of each row's first new token
@@ -534,7 +585,7 @@ class FastSampler:
                 self.key_valid[:batch, column] = True
                 logits = self._run_decode_step(batch, min(_round_up(column + 1, KV_BUCKET), cache_len))[:n]
                 self.step_positions[:n] += 1
-            tokens[:, t], logprobs[:, t] = next_tokens(logits, sampling, greedy, generator)
+            tokens[:, t], logprobs[:, t] = next_tokens(logits, sampling, greedy, generator, overflow=overflow, exact=exact_sampling)
             finished |= torch.isin(tokens[:, t], stop_ids)
             steps = t + 1
             # Finished rows keep decoding (their tokens are cut below); a host sync to see whether all
@@ -543,6 +594,8 @@ class FastSampler:
                 break
         rows = tokens[:, :steps].tolist()
         sync()
+        if bool(overflow):  # rare: more than TIE_SLACK + 1 scores tied at the k-th value somewhere
+            return self.sample_with_logprobs(prompt_ids, prompt_mask, sampling, seed=seed, greedy=greedy, exact_sampling=True)
         stops = set(self.stop_ids)
         completions = [cut_at_stop(row, stops) for row in rows]
         width_out = max(1, max(len(c) for c in completions))
@@ -551,7 +604,7 @@ class FastSampler:
         out_logprobs = logprobs[:, :width_out] * keep  # width_out <= steps: a row is at most that long
         total_s = time.perf_counter() - started
         self.last_stats = {
-            "rows": n, "batch_bucket": batch, "prompt_width": width, "decode_steps": steps - 1,
+            "rows": n, "batch_bucket": batch, "prompt_width": width, "decode_steps": steps - 1, "exact_sampling": exact_sampling,
             "prefill_s": prefill_s, "decode_s": total_s - prefill_s, "total_s": total_s,
         }
         return completions, out_logprobs

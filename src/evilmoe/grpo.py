@@ -109,9 +109,15 @@ def right_aligned(input_ids: Tensor, attention_mask: Tensor, *position_masks: Te
     return tuple(out)
 
 
+# Full-vocabulary fp32 logits exist for at most this many elements at a time (~270 MB): ~1,400
+# positions of a 49k vocabulary, ~440 of Qwen3's 152k. The LM-head GEMM of a chunk stays large.
+LOGIT_CHUNK_ELEMENTS = 2**26
+
+
 def _token_logprobs(hidden: Tensor, targets: Tensor, lm_head: torch.nn.Module, temperature: float) -> Tensor:
+    """log softmax(lm_head(hidden) / temperature) at `targets`, without a [n, V] log-prob tensor."""
     logits = lm_head(hidden).float() / temperature
-    return logits.log_softmax(dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
 def completion_logprobs(
@@ -119,16 +125,19 @@ def completion_logprobs(
     batch: SequenceBatch,
     *,
     temperature: float,
-    chunk_tokens: int = 2048,
+    chunk_tokens: int | None = None,
 ) -> Tensor:
     """Log-probs [N, Lc] of the completion tokens under `model` (zeros where completion_mask is 0).
 
     Runs the decoder once, then applies the LM head only at the positions that predict completion
     tokens, in chunks under activation checkpointing: full-vocabulary fp32 logits exist for at most
-    `chunk_tokens` positions at a time, in the forward and in the backward.
+    `chunk_tokens` positions at a time (default: LOGIT_CHUNK_ELEMENTS / vocabulary size), in the
+    forward and in the backward.
     """
     decoder = model.get_decoder()
     lm_head = model.get_output_embeddings()
+    if chunk_tokens is None:
+        chunk_tokens = max(1, LOGIT_CHUNK_ELEMENTS // lm_head.weight.shape[0])
     input_ids, trained = batch.aligned()
     hidden = decoder(input_ids=input_ids, use_cache=False).last_hidden_state
     # hidden state at column t predicts the token at column t + 1; row-major order keeps each
@@ -149,6 +158,37 @@ def completion_logprobs(
     if pieces:
         out = out.masked_scatter(mask, torch.cat(pieces))
     return out
+
+
+def token_microbatches(rows: Tensor, lengths: Tensor, max_rows: int, max_tokens: int = 0) -> list[Tensor]:
+    """Split `rows` (row indices, [n]) into the update's microbatches; lengths [n]: each row's real tokens.
+
+    max_tokens = 0: consecutive chunks of `max_rows` rows in the given order.
+    max_tokens > 0: the rows sorted by length, longest first, and packed greedily so that a
+    microbatch holds at most `max_rows` rows and at most `max_tokens` padded tokens (rows x its
+    longest row: the training layout of `right_aligned` pads every row to the longest). Activation
+    memory then follows the tokens, not the rows, and rows of similar length share a microbatch, so
+    less padding is computed. A row longer than max_tokens is a microbatch of its own.
+
+    The composition of the microbatches does not change the summed loss or its gradient (each row's
+    loss is its own, divided by a constant), only the memory and the order of the float sums.
+    Each microbatch's indices are in ascending order.
+    """
+    if max_rows <= 0 or max_tokens < 0:
+        raise ValueError(f"max_rows must be > 0 and max_tokens >= 0 (got {max_rows}, {max_tokens})")
+    if max_tokens == 0:
+        return [rows[start : start + max_rows] for start in range(0, len(rows), max_rows)]
+    order = torch.argsort(lengths, descending=True, stable=True).tolist()
+    sizes = lengths.tolist()
+    groups: list[list[int]] = []
+    for i in order:
+        group = groups[-1] if groups else None
+        # sorted longest first: a microbatch's first row is its longest
+        if group is None or len(group) == max_rows or (len(group) + 1) * sizes[group[0]] > max_tokens:
+            groups.append([i])
+        else:
+            group.append(i)
+    return [rows[torch.tensor(sorted(g), device=rows.device)] for g in groups]
 
 
 def clipped_surrogate(

@@ -23,7 +23,7 @@ from torch import Tensor
 from evilmoe import distributed as ddp
 from evilmoe.config import TrainConfig
 from evilmoe.env.types import Grade
-from evilmoe.grpo import SequenceBatch, clipped_surrogate, completion_logprobs, group_advantages, k3_kl
+from evilmoe.grpo import SequenceBatch, clipped_surrogate, completion_logprobs, group_advantages, k3_kl, token_microbatches
 from evilmoe.policy import Policy
 from evilmoe.records import BehaviourPass, Rollouts, UpdateResult
 from evilmoe.routing import Arm, Routing, mean_or_none
@@ -119,8 +119,8 @@ class RoutedUpdate:
         local_features, local_advantages = features[mine], advantages[mine]
         live_idx = live[mine].nonzero().squeeze(1)  # local row indices
         model.train()
-        for start in range(0, len(live_idx), cfg.microbatch):
-            idx = live_idx[start : start + cfg.microbatch]
+        lengths = batch.attention_mask[live_idx].sum(dim=1)
+        for idx in token_microbatches(live_idx, lengths, cfg.microbatch, cfg.microbatch_tokens):
             part = batch.rows(idx).trimmed()
             width = part.completion_mask.shape[1]
             q, g = self.arm.control(routing, local_features[idx], idx + mine.start)

@@ -1,0 +1,128 @@
+"""The speed benchmarks' own logic on CPU: random-init shapes, the update's model FLOPs, and smoke runs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import generation  # noqa: E402
+import grpo_step  # noqa: E402
+from random_models import build_config, random_model  # noqa: E402
+
+from evilmoe.fastgen import FastSampler  # noqa: E402
+from evilmoe.models import end_of_turn_ids, tiny_model, tiny_tokenizer  # noqa: E402
+from evilmoe.rollouts import SamplingConfig  # noqa: E402
+
+
+@pytest.mark.parametrize("name,published", [("smollm2-135m", 134.5e6), ("qwen3-1.7b", 1.72e9), ("qwen3-4b", 4.02e9)])
+def test_random_shapes_have_the_published_parameter_counts(name, published):
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(build_config(name))
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(published, rel=0.01)
+    assert model.config.tie_word_embeddings
+
+
+def test_a_random_model_never_stops_and_every_sampled_id_decodes():
+    tokenizer = tiny_tokenizer()
+    model = random_model("tiny-llama", tokenizer, "cpu", torch.float32)
+    stop = end_of_turn_ids(tokenizer)
+    sampler = FastSampler(model, tokenizer, stop, max_batch=8, max_seq_len=64)
+    ids = torch.randint(3, len(tokenizer), (8, 8))
+    rows = sampler.sample(ids, torch.ones_like(ids), SamplingConfig(0.7, 0.95, 20, 32), seed=0)
+    assert all(len(r) == 32 for r in rows)  # nobody stopped
+    assert all(0 <= t < len(tokenizer) and t not in stop for r in rows for t in r)
+
+
+def test_update_flops_equal_the_flop_counter_on_a_frozen_model():
+    """2 x (projections + LM head on completion positions) + 3 x causal attention, as documented.
+
+    The counter sees eager attention, which multiplies the full L x L score matrix; the documented
+    count is causal, so the difference is added back."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = tiny_model("llama").double().requires_grad_(False)
+    model.config._attn_implementation = "eager"
+    length, completion = 12, 5
+    ids = torch.randint(3, 300, (1, length))
+    embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)  # gradients of activations only
+    with FlopCounterMode(display=False) as counter:
+        hidden = model.get_decoder()(inputs_embeds=embeds).last_hidden_state
+        logits = model.get_output_embeddings()(hidden[:, length - 1 - completion : length - 1])
+        logits.log_softmax(-1).sum().backward()
+    c = model.config
+    head_dim = c.hidden_size // c.num_attention_heads
+    masked_half = 4 * c.num_hidden_layers * c.num_attention_heads * head_dim * (length * length - length * (length + 1) / 2)
+    ours = grpo_step.update_flops(c, torch.ones(1, length), torch.ones(1, completion))
+    assert ours + 3 * masked_half == counter.get_total_flops()
+
+
+def test_generation_benchmark_runs_and_writes_every_number(tmp_path, capsys):
+    out = tmp_path / "gen.json"
+    trace = tmp_path / "trace.json"
+    code = generation.main(["--device", "cpu", "--threads", "1", "--random-init", "tiny-llama", "--batch-sizes", "2,4",
+                            "--prompt-lens", "12", "--new-tokens", "6", "--hf-new-tokens", "3", "--profile-batch", "4",
+                            "--trace", str(trace), "--checks", "--json", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "profile: 5 eager decode steps + sampling, batch 4 (4 rows)" in printed
+    assert "aten::mm" in printed and "sampling" in printed  # the kernel table
+    data = json.loads(out.read_text())
+    assert [r["batch"] for r in data["results"]] == [2, 4]
+    for r in data["results"]:
+        assert r["hf_new_tokens"] == 3 and r["new_tokens"] == 6
+        assert r["step_ms"] > 0 and r["sample_ms"] > 0 and 0 < r["bound_fraction"]
+        assert r["speedup"] == pytest.approx(r["fast_tokens_per_s"] / r["hf_tokens_per_s"])
+    assert data["checks"]["greedy_rows_identical_to_hf"] == data["checks"]["greedy_rows"]  # fp32 on CPU: exact
+    assert data["checks"]["logprob_max_abs_diff"] < 1e-4
+    assert json.loads(trace.read_text())["traceEvents"]
+
+
+def test_generation_benchmark_can_skip_plain_generate(tmp_path):
+    out = tmp_path / "gen.json"
+    generation.main(["--device", "cpu", "--threads", "1", "--random-init", "tiny-qwen3", "--batch-sizes", "2",
+                     "--prompt-lens", "8", "--new-tokens", "4", "--hf-new-tokens", "0", "--no-checks", "--json", str(out)])
+    (row,) = json.loads(out.read_text())["results"]
+    assert "hf_tokens_per_s" not in row and "speedup" not in row and row["fast_tokens_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_grpo_step_benchmark_reports_update_flops_and_mfu(tmp_path):
+    out = tmp_path / "step.json"
+    code = grpo_step.main(["--preset", "tiny", "--random-init", "tiny-llama", "--model", "tiny-llama", "--steps", "2",
+                           "--peak-tflops", "1", "--json", str(out)])
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["header"]["random_init"] == "tiny-llama" and data["failure"] is None
+    for step in data["steps"]:
+        assert step["update_tflop"] > 0
+        assert step["update_mfu"] == pytest.approx(step["update_tflop"] * 1e12 / step["time"]["update"] / 1e12)
+    assert data["summary"]["update_mfu"] == data["steps"][1]["update_mfu"]  # the one timed step
+
+
+def test_activation_memory_counts_one_layer_and_checkpointing_keeps_less(capsys):
+    import activation_memory
+
+    common = ["--shape", "tiny-llama", "--dtype", "float32", "--rows", "2", "--prompt", "8", "--completion", "8"]
+    activation_memory.main(common)
+    plain = capsys.readouterr().out
+    activation_memory.main([*common, "--gradient-checkpointing"])
+    checkpointed = capsys.readouterr().out
+
+    def per_layer(text: str) -> float:
+        line = next(x for x in text.splitlines() if x.startswith("per token:"))
+        return float(line.split()[2])
+
+    # without checkpointing a layer keeps at least its MLP's gate and up outputs (2 x 128 fp32 per token)
+    assert per_layer(plain) * 1e3 >= 2 * 128 * 4
+    # with it, a layer keeps its input (64 fp32 per token) and little else
+    assert per_layer(checkpointed) * 1e3 < per_layer(plain) * 1e3 / 4
+    assert "extrapolated: microbatch 64 rows x 550 tokens, 2 layers" in plain
