@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from evilmoe.errors import UserError
 from evilmoe.grpo import position_ids_for
 from evilmoe.lora2r import Lora2rAdapter, Lora2rLinear
+from evilmoe.multilora import MultiLora2rLinear
 from evilmoe.rollouts import SamplingConfig, cut_at_stop
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen3")
@@ -130,7 +131,7 @@ class LayerWeights:
 
 def _linear_weight(module: nn.Module) -> Tensor:
     """The frozen base weight of a (possibly adapter-wrapped) projection."""
-    base = module.base if isinstance(module, Lora2rLinear) else module
+    base = module.base if isinstance(module, (Lora2rLinear, MultiLora2rLinear)) else module
     if not isinstance(base, nn.Linear):
         raise UserError(f"fast sampler: expected an nn.Linear projection, found {type(base).__name__}")
     if base.bias is not None:
@@ -335,6 +336,11 @@ class FastSampler:
     # -- weights ---------------------------------------------------------------
     @staticmethod
     def _check_adapter(decoder: nn.Module, adapter: Lora2rAdapter | None) -> None:
+        shared = [m for m in decoder.modules() if isinstance(m, MultiLora2rLinear)]
+        if shared:  # several runs on one model (evilmoe.multilora): the sampler folds one run's adapter
+            if adapter is None or any(all(run is not adapter.modules.get(m.name) for run in m.runs) for m in shared):
+                raise UserError("this model carries several runs' adapters: pass one of them as FastSampler(..., adapter=...)")
+            return
         wrapped = [m for m in decoder.modules() if isinstance(m, Lora2rLinear)]
         if wrapped and adapter is None:
             raise UserError("the model has a lora2r adapter attached: pass it as FastSampler(..., adapter=adapter)")
@@ -374,6 +380,8 @@ class FastSampler:
             ):
                 row = 0
                 for module in modules:
+                    if isinstance(module, MultiLora2rLinear):  # a shared model: this sampler's run
+                        module = self.adapter.modules[module.name]
                     w = folded_weight(module, quarantine_scale)
                     dst[row : row + w.shape[0]].copy_(w)
                     row += w.shape[0]

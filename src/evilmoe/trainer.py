@@ -64,10 +64,14 @@ class Trainer:
         problems: ProblemSet | None = None,
         warm_start: dict[str, Any] | None = None,
         model: tuple[nn.Module, Any] | None = None,
+        policy: Policy | None = None,
+        pool: GradingPool | None = None,
     ):
         """problems: the problem set (default: the config's); warm_start: a checkpoint's saved warm
         start to re-merge instead of training it; model: a (model, tokenizer) to train instead of
-        loading config.model (benchmarks build their own)."""
+        loading config.model (benchmarks build their own); policy: the run's policy, built by the
+        caller (runs that share one model, evilmoe.batched); pool: a grading pool to share
+        (default: the run's own, closed with the trainer)."""
         config.validate()
         if config.prompts_per_step % ddp.world():
             raise UserError(
@@ -85,14 +89,15 @@ class Trainer:
         self.teacher_pool = self._load_teacher_pool(problems)
 
         # the model, its adapter and sampler; then routing: the pairs, and the arm the config names
-        self.policy = Policy(config, problems, warm_start=warm_start, model=model)
+        self.policy = policy or Policy(config, problems, warm_start=warm_start, model=model)
         self.probe = PairProbe(self.model, self.adapter, *self._encode_pairs(), microbatch=config.microbatch, device=self.device)
         self.arm: Arm = make_arm(config, self.probe)
 
         self.optimizer = self._make_optimizer()
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.updater = RoutedUpdate(config, self.policy, self.arm, self.optimizer, self.schedule)
-        self.pool = GradingPool(config.grading_workers or ddp.cores_per_rank())
+        self._owns_pool = pool is None
+        self.pool = pool or GradingPool(config.grading_workers or ddp.cores_per_rank())
         self.step = 0
         self.train_order = self._problem_order()
 
@@ -291,16 +296,22 @@ class Trainer:
         routing = self.arm.decide(features, step)
         out = self.update(step, rollouts, grades, behaviour, features, routing)
         t_end = time.perf_counter()
-
-        rows = self.gather_step(step, rollouts, grades)  # every rank's rows
-        metrics = self._step_metrics(step, rows, routing, out)
-        metrics["time"] = {
+        times = {
             "generate": rollouts.gen_seconds,
             "behaviour_forward": t_fwd - t_gen,
             "grade_wait": t_grade - t_fwd,
             "update": t_end - t_grade,
             "total": t_end - t_start,
         }
+        return self.record_step(step, rollouts, grades, routing, out, times)
+
+    def record_step(
+        self, step: int, rollouts: Rollouts, grades: list[Grade], routing: Routing, out: UpdateResult, times: dict[str, float]
+    ) -> dict[str, Any]:
+        """The step's metrics row (returned) and its rollouts (written to the run directory)."""
+        rows = self.gather_step(step, rollouts, grades)  # every rank's rows
+        metrics = self._step_metrics(step, rows, routing, out)
+        metrics["time"] = times
         if self.run is not None and self.config.save_rollouts:
             self.run.write_rollouts(step, self._rollout_rows(rows, routing, out))
         return metrics
@@ -388,4 +399,5 @@ class Trainer:
         self.step = state["step"]
 
     def close(self) -> None:
-        self.pool.close()
+        if self._owns_pool:
+            self.pool.close()

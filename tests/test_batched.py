@@ -1,0 +1,215 @@
+"""Run-batched training: K runs in one process sharing one frozen model must each train exactly as alone.
+
+Given the same rollouts (a fake sampler whose completions depend only on the prompt and the row's
+place in its group), one batched step gives every run the gradients, parameters, optimizer state,
+routing state and metrics of its solo step, for every arm, in float64 on CPU. Checkpoints move
+between batched and solo training in both directions.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import zlib
+
+import pytest
+import torch
+
+from evilmoe.batched import RunBatch, check_batchable, concat_batches, pack_runs, run_batched_training
+from evilmoe.config import ARMS, make_config
+from evilmoe.env.problems import load_problem_set
+from evilmoe.errors import UserError
+from evilmoe.grpo import SequenceBatch
+from evilmoe.trainer import Trainer
+
+# one pair per mode keeps the pair forwards short; load balancing on so the router's whole loss is
+# compared; a KL term so the batched base-model (adapter off) pass is compared too
+SETTINGS = dict(prompts_per_step=2, group_size=4, pairs_per_mode=1, load_balance_coef=0.5, kl_coef=0.05)
+# every arm, two seeds among them (different adapter inits, problem orders and demos)
+RUNS = [(arm, i % 2) for i, arm in enumerate(ARMS)]
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return load_problem_set("bundled")
+
+
+def _config(arm: str, seed: int, **extra):
+    return make_config("tiny", dict(SETTINGS, arm=arm, seed=seed, **extra))
+
+
+def _fake_sampler(trainer):
+    """Completions that depend only on the prompt and the row's place in its group: the same
+    rollouts whether the run trains alone or in a batch."""
+    vocab, stop = len(trainer.tokenizer), trainer.stop_ids[0]
+    special = set(trainer.stop_ids) | {trainer.tokenizer.pad_token_id}
+
+    def sample(prompt_ids, prompt_mask, sampling, *, seed, greedy=False):
+        seen: dict[tuple, int] = {}
+        out = []
+        for ids, mask in zip(prompt_ids.tolist(), prompt_mask.tolist()):
+            key = tuple(i for i, m in zip(ids, mask) if m)
+            k = seen[key] = seen.get(key, -1) + 1
+            rng = random.Random(zlib.crc32(repr((key, k, seed)).encode()))
+            tokens = [t for t in (rng.randrange(vocab) for _ in range(rng.randint(2, sampling.max_new_tokens - 1))) if t not in special]
+            out.append(tokens + [stop])
+        return out
+
+    return sample
+
+
+def _grab_grads(trainer, grads: dict):
+    """Record the gradients the optimizer sees at its step."""
+    names = {id(p): n for n, p in _named_params(trainer)}
+    original = trainer.optimizer.step
+
+    def step(*args, **kwargs):
+        for group in trainer.optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    grads[names[id(p)]] = p.grad.detach().clone()
+        return original(*args, **kwargs)
+
+    trainer.optimizer.step = step
+
+
+def _named_params(trainer):
+    for name, m in trainer.adapter.modules.items():
+        yield f"{name}.A", m.A
+        yield f"{name}.B", m.B
+    yield from trainer.arm.named_parameters()
+
+
+def _outcome(trainer, metrics, grads) -> dict:
+    state = trainer.state()
+    return {
+        "metrics": {k: v for k, v in metrics.items() if k != "time"},
+        "grads": grads,
+        "adapter": state["adapter"],
+        "router": state["router"],
+        "v_act": state["v_act"],
+        "optimizer": state["optimizer"]["state"],
+        "route_buffer": state["route_buffer"],
+    }
+
+
+def _solo_steps(arm: str, seed: int, problems, steps: int = 2) -> list[dict]:
+    trainer = Trainer(_config(arm, seed), None, problems=problems)
+    try:
+        trainer.model.double()  # float64: batched and solo differ only by rounding
+        trainer.sampler.sample = _fake_sampler(trainer)
+        out = []
+        for step in range(steps):
+            grads: dict = {}
+            _grab_grads(trainer, grads)
+            metrics = trainer.train_step(step)
+            trainer.step = step + 1
+            out.append(_outcome(trainer, metrics, grads))
+        return out
+    finally:
+        trainer.close()
+
+
+@pytest.fixture(scope="module")
+def batched_steps(problems):
+    """Two steps of every run in one batch (the second step sees routing state the first built:
+    the routeA buffer, the router's center and the optimizer moments)."""
+    batch = RunBatch([_config(arm, seed) for arm, seed in RUNS], [None] * len(RUNS), problems=problems, update_rows=5)
+    try:
+        batch.model.double()
+        for trainer in batch.trainers:
+            trainer.sampler.sample = _fake_sampler(trainer)
+        out: list[list[dict]] = [[] for _ in RUNS]
+        for step in range(2):
+            grads = [{} for _ in RUNS]
+            for trainer, g in zip(batch.trainers, grads):
+                _grab_grads(trainer, g)
+            metrics = batch.train_step(step)
+            assert sorted(metrics) == list(range(len(RUNS)))
+            for i, trainer in enumerate(batch.trainers):
+                trainer.step = step + 1
+                out[i].append(_outcome(trainer, metrics[i], grads[i]))
+        return out
+    finally:
+        batch.close()
+
+
+def _close(a, b, scale: float, what: str) -> None:
+    assert a.shape == b.shape, what
+    err = float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
+    assert err <= 1e-9 * max(scale, 1e-12), f"{what}: max diff {err:.3g} vs scale {scale:.3g}"
+
+
+@pytest.mark.parametrize("run", range(len(RUNS)), ids=[f"{a}-seed{s}" for a, s in RUNS])
+def test_each_batched_run_steps_exactly_as_alone(run, batched_steps, problems):
+    arm, seed = RUNS[run]
+    solo = _solo_steps(arm, seed, problems)
+    assert solo[0]["metrics"]["live_groups"] > 0, "the demos must give some group a reward spread"
+    for step, (ref, got) in enumerate(zip(solo, batched_steps[run])):
+        where = f"step {step}"
+        assert ref["grads"].keys() == got["grads"].keys() and ref["grads"], where
+        for name, g in ref["grads"].items():
+            _close(got["grads"][name], g, float(g.abs().max()), f"{where} grad {name}")
+        for key, value in ref["adapter"].items():
+            _close(got["adapter"][key], value, float(value.abs().max()), f"{where} adapter {key}")
+        for key in ("router", "route_buffer"):
+            assert (ref[key] is None) == (got[key] is None), key
+            for name, value in (ref[key] or {}).items():
+                if isinstance(value, torch.Tensor):
+                    _close(got[key][name], value, float(value.abs().max()) if value.numel() else 1.0, f"{where} {key} {name}")
+                else:
+                    assert got[key][name] == value, f"{where} {key} {name}"
+        _close(got["v_act"], ref["v_act"], float(ref["v_act"].abs().max()), f"{where} v_act")
+        assert ref["optimizer"].keys() == got["optimizer"].keys()
+        for i, st in ref["optimizer"].items():
+            for key in ("exp_avg", "exp_avg_sq"):
+                _close(got["optimizer"][i][key], st[key], float(st[key].abs().max()), f"{where} optimizer {i} {key}")
+        assert ref["metrics"].keys() == got["metrics"].keys()
+        for key, a in ref["metrics"].items():
+            b = got["metrics"][key]
+            if isinstance(a, float):
+                assert b == pytest.approx(a, rel=1e-9, abs=1e-12), f"{where} {key}"
+            else:
+                assert a == b, f"{where} {key}"
+
+
+def test_runs_in_a_batch_differ_only_in_arm_and_seed():
+    with pytest.raises(UserError, match="differ only in arm, seed; these differ: lr"):
+        check_batchable([_config("moe", 0), _config("none", 0, lr=1e-3)])
+    with pytest.raises(UserError, match="lists a run twice"):
+        check_batchable([_config("moe", 0), _config("moe", 0)])
+
+
+def test_concatenated_batches_keep_every_rows_tokens():
+    a = SequenceBatch(torch.tensor([[0, 5, 6, 7]]), torch.tensor([[0, 1, 1, 1]]), torch.tensor([[1]]), 3)
+    b = SequenceBatch(torch.tensor([[8, 9, 1, 2]]), torch.tensor([[1, 1, 1, 1]]), torch.tensor([[1, 1]]), 2)
+    both = concat_batches([a, b])
+    assert both.prompt_width == 3 and both.completion_mask.tolist() == [[1, 0], [1, 1]]
+    ids, trained = both.aligned()
+    assert ids[0, :4].tolist() == [5, 6, 7, 0][:3] + [ids[0, 3].item()] and ids[1].tolist() == [8, 9, 1, 2]
+    assert trained.tolist() == [[False, False, True, False], [False, False, True, True]]
+    assert pack_runs([0, 1, 2, 3], lambda i: [3, 2, 4, 1][i], 5) == [[0, 1], [2, 3]]
+    assert pack_runs([0, 1], lambda i: 9, 5) == [[0], [1]]
+
+
+def test_a_run_with_a_non_finite_update_stops_alone(problems, tmp_path, capsys):
+    from evilmoe.runs import RunDir
+
+    configs = [_config("none", 0, steps=2), _config("moe", 0, steps=2)]
+    runs = [RunDir.open(str(tmp_path / c.arm), c) for c in configs]
+    batch = RunBatch(configs, runs, problems=problems)
+    try:
+        for trainer in batch.trainers:
+            trainer.sampler.sample = _fake_sampler(trainer)
+        poisoned = batch.trainers[1].adapter.modules
+        with torch.no_grad():  # the moe run's adapter holds a NaN: its gradient norm is NaN
+            next(iter(poisoned.values())).B[0, 0] = float("nan")
+        metrics = batch.train_step(0)
+        assert list(metrics) == [0] and list(batch.stopped) == [1]
+        record = json.loads((tmp_path / "moe" / "stopped.json").read_text())
+        assert record["step"] == 0 and "non-finite" in record["reason"]
+        assert "stopped at step 0" in capsys.readouterr().out
+        batch.trainers[0].step = 1
+        assert list(batch.train_step(1)) == [0]  # the other run continues; the stopped one is left out
+    finally:
+        batch.close()
