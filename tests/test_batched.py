@@ -15,7 +15,7 @@ import zlib
 import pytest
 import torch
 
-from evilmoe.batched import RunBatch, check_batchable, concat_batches, pack_runs, run_batched_training
+from evilmoe.batched import RunBatch, check_batchable, concat_batches, pack_runs
 from evilmoe.config import ARMS, make_config
 from evilmoe.env.problems import load_problem_set
 from evilmoe.errors import UserError
@@ -111,7 +111,7 @@ def _solo_steps(arm: str, seed: int, problems, steps: int = 2) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def batched_steps(problems):
+def batched_steps(problems):  # slow: built only by the slow tests that use it
     """Two steps of every run in one batch (the second step sees routing state the first built:
     the routeA buffer, the router's center and the optimizer moments)."""
     batch = RunBatch([_config(arm, seed) for arm, seed in RUNS], [None] * len(RUNS), problems=problems, update_rows=5)
@@ -140,6 +140,7 @@ def _close(a, b, scale: float, what: str) -> None:
     assert err <= 1e-9 * max(scale, 1e-12), f"{what}: max diff {err:.3g} vs scale {scale:.3g}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run", range(len(RUNS)), ids=[f"{a}-seed{s}" for a, s in RUNS])
 def test_each_batched_run_steps_exactly_as_alone(run, batched_steps, problems):
     arm, seed = RUNS[run]
@@ -192,6 +193,7 @@ def test_concatenated_batches_keep_every_rows_tokens():
     assert pack_runs([0, 1], lambda i: 9, 5) == [[0], [1]]
 
 
+@pytest.mark.slow
 def test_a_run_with_a_non_finite_update_stops_alone(problems, tmp_path, capsys):
     from evilmoe.runs import RunDir
 
@@ -213,3 +215,113 @@ def test_a_run_with_a_non_finite_update_stops_alone(problems, tmp_path, capsys):
         assert list(batch.train_step(1)) == [0]  # the other run continues; the stopped one is left out
     finally:
         batch.close()
+
+
+def test_one_decode_for_every_run_matches_each_runs_folded_sampler():
+    """MultiRunSampler (shared base + each row's run LoRA) against each run's own FastSampler (its
+    adapter folded into the weights): the same greedy tokens and log-probs, quarantine on and off."""
+    from evilmoe.fastgen import FastSampler
+    from evilmoe.lora2r import Lora2rConfig
+    from evilmoe.models import end_of_turn_ids, load_model
+    from evilmoe.multigen import MultiRunSampler
+    from evilmoe.multilora import attach_lora2r_runs
+    from evilmoe.rollouts import SamplingConfig, encode_prompts
+
+    model, tokenizer = load_model("tiny-llama")
+    model.double()
+    group = attach_lora2r_runs(model, [Lora2rConfig(rank=2, seed=s) for s in (0, 1, 2)])
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # trained-looking adapters: each run's delta differs, and so do its blocks
+        for adapter in group.adapters:
+            for m in adapter.modules.values():
+                m.A.add_(0.3 * torch.randn(m.A.shape, generator=gen, dtype=m.A.dtype))
+                m.B.add_(0.3 * torch.randn(m.B.shape, generator=gen, dtype=m.B.dtype))
+    stop = end_of_turn_ids(tokenizer)
+    prompts = {k: encode_prompts(tokenizer, [f"run {k} prompt {i}" + "x" * (3 * i + k) for i in range(3 + k)], "cpu") for k in (0, 2)}
+    sampling = SamplingConfig(temperature=0.7, top_p=1.0, top_k=0, max_new_tokens=6)
+    multi = MultiRunSampler(model, tokenizer, stop, adapters=group.adapters, rows_per_run=5, max_seq_len=64)
+    for scale in (1.0, 0.0):
+        multi.refresh(scale)
+        got = multi.sample_runs(prompts, sampling, seed=0)
+        for k, (ids, mask) in prompts.items():
+            alone = FastSampler(model, tokenizer, stop, adapter=group.adapters[k], max_batch=8, max_seq_len=64)
+            alone.refresh(scale)
+            want, want_lp = alone.sample_with_logprobs(ids, mask, sampling, seed=0, greedy=True)
+            multi_tokens, multi_lp = multi.sample_with_logprobs(*multi.stack_prompts(prompts), sampling, seed=0, greedy=True)
+            n = ids.shape[0]
+            assert multi_tokens[k * multi.block : k * multi.block + n] == want, f"run {k} scale {scale}"
+            lp = multi_lp[k * multi.block : k * multi.block + n, : want_lp.shape[1]]
+            assert torch.allclose(lp, want_lp, atol=1e-6), f"run {k} scale {scale}"
+            assert len(got[k]) == n  # the sampled (non-greedy) call returns each given run's rows
+        assert set(got) == {0, 2}
+
+
+
+def _final_state(run_dir) -> dict:
+    from evilmoe.runs import RunDir
+
+    return RunDir(run_dir).load_latest_checkpoint()
+
+
+def _metrics(run_dir) -> list[dict]:
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "time"} for r in rows]
+
+
+def _same_run(a, b) -> None:
+    """Two runs trained the same: final adapter, router and optimizer to float32 rounding, the same
+    metrics rows (floats to rounding) and the same evaluation."""
+    sa, sb = _final_state(a), _final_state(b)
+    assert sa["step"] == sb["step"]
+    for key, value in sa["adapter"].items():
+        assert torch.allclose(sb["adapter"][key], value, rtol=1e-4, atol=1e-6), key
+    for key, value in (sa["router"] or {}).items():
+        assert torch.allclose(sb["router"][key], value, rtol=1e-4, atol=1e-6), key
+    ma, mb = _metrics(a), _metrics(b)
+    assert [r["step"] for r in ma] == [r["step"] for r in mb]
+    for ra, rb in zip(ma, mb):
+        assert ra.keys() == rb.keys()
+        for key, value in ra.items():
+            if isinstance(value, float):
+                assert rb[key] == pytest.approx(value, rel=1e-3, abs=1e-6), key
+            elif key not in ("training_split",):
+                assert rb[key] == value, key
+    ea, eb = (json.loads((d / "eval.json").read_text())["sets"] for d in (a, b))
+    assert ea == eb
+
+
+@pytest.mark.slow
+def test_batched_decide_resumes_solo_and_solo_runs_resume_batched(tmp_path, problems, capsys):
+    """HF sampling on CPU draws each run's rollouts alone with its own seed, so a batched run IS its
+    solo run: a checkpoint moves between batched and solo training in both directions, and a
+    batched decide resumes and writes its table."""
+    import time
+
+    from evilmoe.batched import run_batched_training
+    from evilmoe.decide import run_decision
+    from evilmoe.train import run_training
+
+    settings = dict(steps=2, pairs_per_mode=1)
+    moe, none = _config("moe", 0, **settings), _config("none", 0, **settings)
+    run_training(moe, str(tmp_path / "solo"), problems=problems, progress=False)
+
+    # batched for one step (the deadline has passed: checkpoint and stop), then moe resumes alone
+    decision = tmp_path / "decision"
+    past = time.monotonic() - 1
+    out = run_batched_training([none, moe], [str(decision / "none" / "seed_0"), str(decision / "moe" / "seed_0")],
+                               problems=problems, progress=False, deadline=past)
+    assert out == [None, None] and "checkpointed 2 runs at step 1" in capsys.readouterr().out
+    run_training(moe, str(decision / "moe" / "seed_0"), problems=problems, progress=False)
+    _same_run(tmp_path / "solo", decision / "moe" / "seed_0")
+    # decide --batched: moe is finished (read back), none resumes in a batch of one; the table is written
+    table = run_decision("tiny", ["none", "moe"], [0], str(decision), {**SETTINGS, **settings}, batched=True)
+    assert table is not None and set(table) == {"none", "moe"}
+    assert (decision / "decision.md").exists() and (decision / "none" / "seed_0" / "eval.json").exists()
+
+    # alone for one step, then resumed in a batch beside a run at step 0 (runs of a batch may be at different steps)
+    again = tmp_path / "again"
+    assert run_training(moe, str(again / "moe"), problems=problems, progress=False, deadline=past) is None
+    results = run_batched_training([moe, none], [str(again / "moe"), str(again / "none")], problems=problems, progress=False)
+    assert all(r is not None and "sets" in r for r in results)
+    _same_run(tmp_path / "solo", again / "moe")
+    _same_run(decision / "none" / "seed_0", again / "none")

@@ -43,12 +43,15 @@ from evilmoe.config import TrainConfig
 from evilmoe.env.grader import GradingPool
 from evilmoe.env.problems import ProblemSet, load_problem_set, record_problem_set
 from evilmoe.errors import UserError
+from evilmoe.fastgen import FastSampler
 from evilmoe.grpo import SequenceBatch, completion_logprobs
+from evilmoe.multigen import MultiRunSampler
 from evilmoe.multilora import RunGroup, attach_lora2r_runs
 from evilmoe.policy import Policy, lora2r_config
-from evilmoe.records import BehaviourPass
+from evilmoe.records import BehaviourPass, Rollouts
 from evilmoe.runs import RunDir
-from evilmoe.trainer import Trainer
+from evilmoe.seeding import derive_seed
+from evilmoe.trainer import StepPrompts, Trainer
 from evilmoe.update import UpdatePlan, _pad_to
 
 RUN_FIELDS = ("arm", "seed")
@@ -150,6 +153,14 @@ class RunBatch:
             self.pool.close()
             raise
         self.model = first.model
+        # the fast sampler's kind of decode for every run at once (on CPU the runs keep HF generate)
+        self.sampler: MultiRunSampler | None = None
+        if all(isinstance(t.sampler, FastSampler) for t in self.trainers):
+            rows = config.prompts_per_step * (config.group_size - config.teacher_per_group)
+            self.sampler = MultiRunSampler(
+                first.model, first.tokenizer, first.stop_ids, adapters=self.group.adapters, rows_per_run=rows,
+                max_seq_len=first.prompt_width + config.max_new_tokens,
+            )
         self.update_rows = update_rows or 2 * config.microbatch
         if self.update_rows < 1:
             raise UserError(f"update_rows must be >= 1 (got {self.update_rows})")
@@ -173,11 +184,12 @@ class RunBatch:
         """One step of every run (not stopped) whose next step is `step`; their metrics rows."""
         runs = [i for i, t in enumerate(self.trainers) if t.step == step and i not in self.stopped]
         t_start = time.perf_counter()
-        rollouts = {}
+        prompts = {}
         for i in runs:
             with self.only(i), self._stops_alone(i, step):
                 self.trainers[i].arm.begin_step(step)
-                rollouts[i] = self.trainers[i].collect(step)
+                prompts[i] = self.trainers[i].step_prompts(step)
+        rollouts = self.collect(prompts)
         runs = [i for i in runs if i in rollouts]
         t_gen = time.perf_counter()
         behaviour = self.behaviour_pass({i: rollouts[i].batch for i in runs})
@@ -194,12 +206,37 @@ class RunBatch:
         for i in runs:
             with self.only(i), self._stops_alone(i, step):  # the pin loss reads the run's own pairs
                 results[i] = self.trainers[i].updater.finish(plans[i])
+        if self.sampler is not None:
+            self.sampler.refresh()  # the runs' new adapters into the shared decode
         t_end = time.perf_counter()
         times = {  # the whole batch's phases: every run of the step shares them
             "generate": t_gen - t_start, "behaviour_forward": t_fwd - t_gen, "grade_wait": t_grade - t_fwd,
             "update": t_end - t_grade, "total": t_end - t_start, "runs_in_batch": len(results),
         }
         return {i: self.trainers[i].record_step(step, rollouts[i], grades[i], routing[i], results[i], times) for i in results}
+
+    def collect(self, prompts: dict[int, StepPrompts]) -> dict[int, Rollouts]:
+        """Every run's rollouts of the step: one decode for all runs (fast sampler), or each run
+        sampling alone with its own seed (HF generate: exactly the solo run's samples)."""
+        sampled, seconds = {}, {}
+        if self.sampler is not None and prompts:
+            t0 = time.perf_counter()
+            # one random stream for every run's rows, seeded by the runs' own sampling seeds
+            seed = derive_seed(*(prompts[i].seed for i in sorted(prompts)))
+            sampled = self.sampler.sample_runs(
+                {i: p.policy_prompts() for i, p in prompts.items()}, self.trainers[next(iter(prompts))].policy.sampling, seed=seed
+            )
+            seconds = dict.fromkeys(prompts, time.perf_counter() - t0)
+        rollouts = {}
+        for i, p in prompts.items():
+            trainer = self.trainers[i]
+            with self.only(i), self._stops_alone(i, p.step):
+                if i not in sampled:
+                    t0 = time.perf_counter()
+                    sampled[i] = trainer.sampler.sample(*p.policy_prompts(), trainer.policy.sampling, seed=p.seed)
+                    seconds[i] = time.perf_counter() - t0
+                rollouts[i] = trainer.rollouts_from(p, sampled[i], seconds[i])
+        return rollouts
 
     @contextlib.contextmanager
     def _stops_alone(self, i: int, step: int) -> Iterator[None]:

@@ -183,10 +183,11 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos + rotated * sin
 
 
-def project_qkv(h: Tensor, lw: LayerWeights, arch: Architecture, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """h [B, T, d] -> q [B, H, T, hd], k and v [B, KV, T, hd], RoPE applied (and Qwen3's q/k norms before it)."""
-    B, T, _ = h.shape
-    q, k, v = F.linear(h, lw.qkv).split([arch.q_size, arch.kv_size, arch.kv_size], dim=-1)
+def split_qkv(qkv: Tensor, lw: LayerWeights, arch: Architecture, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The stacked projection [B, T, (H + 2 KV) * hd] -> q [B, H, T, hd], k and v [B, KV, T, hd],
+    RoPE applied (and Qwen3's q/k norms before it)."""
+    B, T, _ = qkv.shape
+    q, k, v = qkv.split([arch.q_size, arch.kv_size, arch.kv_size], dim=-1)
     q = q.view(B, T, arch.n_heads, arch.head_dim)
     k = k.view(B, T, arch.n_kv_heads, arch.head_dim)
     v = v.view(B, T, arch.n_kv_heads, arch.head_dim)
@@ -195,11 +196,6 @@ def project_qkv(h: Tensor, lw: LayerWeights, arch: Architecture, cos: Tensor, si
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     cos, sin = cos[:, None], sin[:, None]  # [B, 1, T, hd]: the same rotation for every head
     return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
-
-
-def mlp(h: Tensor, lw: LayerWeights) -> Tensor:
-    gate, up = F.linear(h, lw.gate_up).chunk(2, dim=-1)
-    return F.linear(F.silu(gate) * up, lw.down)
 
 
 # -----------------------------------------------------------------------------
@@ -388,11 +384,17 @@ class FastSampler:
         self.quarantine_scale = float(quarantine_scale)
 
     # -- the two forward passes ------------------------------------------------
-    def _layer(self, x: Tensor, lw: LayerWeights, cos: Tensor, sin: Tensor, attend) -> Tensor:
-        """One pre-norm decoder layer; `attend(q, k, v) -> [B, T, H*hd]` owns the cache and the mask."""
-        q, k, v = project_qkv(rms_norm(x, lw.input_norm, self.arch.rms_eps), lw, self.arch, cos, sin)
-        x = x + F.linear(attend(q, k, v), lw.o)
-        return x + mlp(rms_norm(x, lw.post_norm, self.arch.rms_eps), lw)
+    def _layer(self, x: Tensor, i: int, cos: Tensor, sin: Tensor, attend) -> Tensor:
+        """Pre-norm decoder layer i; `attend(q, k, v) -> [B, T, H*hd]` owns the cache and the mask."""
+        lw, eps = self.layers[i], self.arch.rms_eps
+        q, k, v = split_qkv(self._project(rms_norm(x, lw.input_norm, eps), i, "qkv"), lw, self.arch, cos, sin)
+        x = x + self._project(attend(q, k, v), i, "o")
+        gate, up = self._project(rms_norm(x, lw.post_norm, eps), i, "gate_up").chunk(2, dim=-1)
+        return x + self._project(F.silu(gate) * up, i, "down")
+
+    def _project(self, h: Tensor, i: int, name: str) -> Tensor:
+        """Layer i's projection `name` (qkv, o, gate_up, down) with the generation weights."""
+        return F.linear(h, getattr(self.layers[i], name))
 
     def _logits(self, h: Tensor) -> Tensor:
         return F.linear(rms_norm(h, self.final_norm, self.arch.rms_eps), self.lm_head).float()
@@ -409,7 +411,7 @@ class FastSampler:
         cos, sin = rope_cos_sin(position_ids_for(prompt_mask), self.inv_freq, self.attention_scaling, self.dtype)
         repeats = arch.n_heads // arch.n_kv_heads
         x = F.embedding(prompt_ids, self.embed)
-        for i, lw in enumerate(self.layers):
+        for i in range(len(self.layers)):
 
             def attend(q: Tensor, k: Tensor, v: Tensor, i: int = i) -> Tensor:
                 self.k_cache[i, :n, :, :width] = k
@@ -419,7 +421,7 @@ class FastSampler:
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=arch.head_dim**-0.5)
                 return out.transpose(1, 2).reshape(n, width, arch.q_size)
 
-            x = self._layer(x, lw, cos, sin, attend)
+            x = self._layer(x, i, cos, sin, attend)
         self.key_valid[:batch] = False
         self.key_valid[:n, :width] = real
         return self._logits(x[:, -1])
@@ -435,7 +437,7 @@ class FastSampler:
         cos, sin = rope_cos_sin(positions[:, None], self.inv_freq, self.attention_scaling, self.dtype)
         mask = self.key_valid[:batch, None, None, :kv_len]  # [B, 1, 1, S]: broadcast over heads and queries
         x = F.embedding(tokens[:, None], self.embed)  # [B, 1, d]
-        for i, lw in enumerate(self.layers):
+        for i in range(len(self.layers)):
 
             def attend(q: Tensor, k: Tensor, v: Tensor, i: int = i) -> Tensor:
                 self.k_cache[i, :batch].index_copy_(2, self.step_column, k)
@@ -447,7 +449,7 @@ class FastSampler:
                 out = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=mask, scale=arch.head_dim**-0.5)
                 return out.reshape(batch, 1, arch.q_size)
 
-            x = self._layer(x, lw, cos, sin, attend)
+            x = self._layer(x, i, cos, sin, attend)
         return self._logits(x[:, 0])
 
     def _run_decode_step(self, batch: int, kv_len: int) -> Tensor:

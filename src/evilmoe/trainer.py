@@ -22,11 +22,12 @@ from __future__ import annotations
 import math
 import random
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from evilmoe import distributed as ddp
 from evilmoe.config import TrainConfig
@@ -51,6 +52,29 @@ from evilmoe.update import RoutedUpdate
 def step_seed(seed: int, step: int, purpose: int) -> int:
     """Independent, reproducible seed per (run seed, step, purpose): resume needs no RNG state."""
     return derive_seed(seed, step, purpose)
+
+
+@dataclass
+class StepPrompts:
+    """One step's prompts on this rank, one row per rollout (Trainer.step_prompts)."""
+
+    step: int
+    all_problems: list[Problem]
+    """Every rank's problems of the step; this rank's are [first, stop)."""
+    first: int
+    stop: int
+    modes: list[str]
+    """The mode of each of this rank's problems."""
+    ids: Tensor
+    """[rows, width] left-padded prompt tokens, group_size rows per problem."""
+    mask: Tensor
+    policy_rows: Tensor
+    """The rows the policy samples (the others take teacher demos)."""
+    seed: int
+
+    def policy_prompts(self) -> tuple[Tensor, Tensor]:
+        """(ids, mask) of the rows the policy samples."""
+        return self.ids[self.policy_rows], self.mask[self.policy_rows]
 
 
 class Trainer:
@@ -206,6 +230,13 @@ class Trainer:
 
     def collect(self, step: int) -> Rollouts:
         """Sample, encode and start grading one step's rollouts (this rank's share of the groups)."""
+        prompts = self.step_prompts(step)
+        t0 = time.perf_counter()
+        sampled = self.sampler.sample(*prompts.policy_prompts(), self.policy.sampling, seed=prompts.seed)
+        return self.rollouts_from(prompts, sampled, time.perf_counter() - t0)
+
+    def step_prompts(self, step: int) -> StepPrompts:
+        """This rank's share of the step's prompts, one row per rollout, and the sampling seed."""
         cfg = self.config
         all_problems = self.step_problems(step)
         first, stop = ddp.shard_bounds(len(all_problems))
@@ -214,9 +245,6 @@ class Trainer:
         prompts = [self.policy.chat_prompt(p, m) for p, m in zip(problems, modes)]
         prompt_ids, prompt_mask = encode_prompts(self.tokenizer, prompts, self.device)
         rows = torch.arange(len(problems), device=self.device).repeat_interleave(cfg.group_size)
-        prompt_ids, prompt_mask = prompt_ids[rows], prompt_mask[rows]
-
-        t0 = time.perf_counter()
         n_policy = cfg.group_size - cfg.teacher_per_group
         policy_rows = torch.tensor(
             [i for i in range(len(rows)) if i % cfg.group_size < n_policy], device=self.device, dtype=torch.long
@@ -224,9 +252,17 @@ class Trainer:
         # One batched sampling call per rank. Its random stream depends on the batch, so N ranks cannot
         # reproduce one process's samples; each rank gets its own seed (one process keeps the old one).
         seed = step_seed(cfg.seed, step, 2) if ddp.world() == 1 else derive_seed(cfg.seed, step, 2, ddp.rank())
-        sampled = self.sampler.sample(prompt_ids[policy_rows], prompt_mask[policy_rows], self.policy.sampling, seed=seed)
-        gen_seconds = time.perf_counter() - t0
+        return StepPrompts(step, all_problems, first, stop, modes, prompt_ids[rows], prompt_mask[rows], policy_rows, seed)
 
+    def rollouts_from(self, prompts: StepPrompts, sampled: list[list[int]], gen_seconds: float) -> Rollouts:
+        """The step's rollouts from the sampled completions of its policy rows: teacher demos in
+        their places, everything encoded, grading started."""
+        cfg = self.config
+        step, all_problems, first, stop = prompts.step, prompts.all_problems, prompts.first, prompts.stop
+        problems, modes = all_problems[first:stop], prompts.modes
+        prompt_ids, prompt_mask = prompts.ids, prompts.mask
+        rows = range(len(prompt_ids))
+        n_policy = cfg.group_size - cfg.teacher_per_group
         # the demos are drawn for the whole step in global row order and each rank keeps its own:
         # teacher rows are the same whatever the number of ranks
         demo_rng = random.Random(step_seed(cfg.seed, step, 3))
