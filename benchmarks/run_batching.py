@@ -15,8 +15,8 @@ a barrier with the others of its mode, then times --steps steps. Throughput = ru
 
     # the GPU measurement: a random-init model of SmolLM2-135M's shape (no weights needed), gpu-small
     python3 benchmarks/run_batching.py --model random-smollm2 --preset gpu-small --steps 3 --device cuda --json runbatch.json
-    # CPU check of the script itself (tiny random model, about a minute)
-    python3 benchmarks/run_batching.py --model tiny-llama --preset tiny --steps 1 --arms none,moe
+    # CPU check of the script itself (tiny random model, about a minute; --sampler fast: the GPU's decode path)
+    python3 benchmarks/run_batching.py --model tiny-llama --preset tiny --steps 1 --arms none,moe --sampler fast
 
 Random-init models never write an end-of-turn token, so every sampled row runs to max_new_tokens:
 the worst case for sampling time, the same in every mode. With the byte-level tokenizer of
@@ -38,7 +38,9 @@ MODES = ("solo", "processes", "batched")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {"model": args.model, "device": args.device, "steps": args.steps + 1, "eval_start": False}
+    out: dict[str, Any] = {
+        "model": args.model, "device": args.device, "steps": args.steps + 1, "eval_start": False, "sampler": args.sampler,
+    }
     if args.grading_workers:
         out["grading_workers"] = args.grading_workers
     return out
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=3, help="timed steps per run (after one warm-up step)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--sampler", default="auto", help="auto (fast on CUDA, HF generate on CPU) | fast | hf")
     p.add_argument("--modes", default=",".join(MODES), help=f"which of {','.join(MODES)} to measure")
     p.add_argument("--update-rows", type=int, default=None, help="batched: most rows per training forward (default: 2 microbatches)")
     p.add_argument("--grading-workers", type=int, default=0, help="per process (default: the cores split over the mode's processes)")

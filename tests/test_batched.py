@@ -325,3 +325,28 @@ def test_batched_decide_resumes_solo_and_solo_runs_resume_batched(tmp_path, prob
     assert all(r is not None and "sets" in r for r in results)
     _same_run(tmp_path / "solo", again / "moe")
     _same_run(decision / "none" / "seed_0", again / "none")
+
+
+@pytest.mark.slow
+def test_run_batching_benchmark_runs_on_the_tiny_model(tmp_path):
+    """The benchmark's CPU check: every mode runs (batched through the one-decode sampler) and
+    reports run-steps per second and their ratios."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "runbatch.json"
+    done = subprocess.run(
+        [sys.executable, str(repo / "benchmarks" / "run_batching.py"), "--model", "tiny-llama", "--preset", "tiny",
+         "--steps", "1", "--arms", "none,moe", "--sampler", "fast", "--json", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(out.read_text())
+    for mode in ("solo", "processes", "batched"):
+        assert result["modes"][mode]["run_steps_per_s"] > 0, mode
+        assert result["modes"][mode]["sampler"] == "FastSampler"
+    assert result["modes"]["batched"]["run_steps"] == 2 and result["modes"]["processes"]["processes"] == 2
+    assert set(result["ratios"]) == {"batched/processes", "batched/solo", "processes/solo"}
+    assert "batched / processes:" in done.stdout

@@ -10,8 +10,8 @@ One entry point, `load_model(spec)`, turns a model spec into `(model, tokenizer)
 * a local `.gguf` file: converted and cached the same way, keyed by its sha256.
 * a local Hugging Face model directory, or an HF hub id (only when the hub is reachable).
 * `"tiny-llama"` / `"tiny-qwen3"`: a random 2-layer model and a byte-level tokenizer built in code.
-* `"random-smollm2"`: a random model of SmolLM2-135M-Instruct's shape with the same byte-level
-  tokenizer (benchmarks on a machine without the weights).
+* `"random-smollm2"`: a random model of SmolLM2-135M-Instruct's shape with a BPE tokenizer trained
+  in code (benchmarks on a machine without the weights).
 
 Every tokenizer goes through `fix_special_tokens`: the GGUF tokenizer of the default model comes out
 with the wrong stop token and no pad token (docs/design.md#tokenizer-and-saving), and a rollout that does not stop at the end of
@@ -102,9 +102,9 @@ SMOLLM2_135M_SHAPE = dict(
 
 def random_smollm2(*, seed: int = 0) -> PreTrainedModel:
     """A randomly initialised Llama of SmolLM2-135M-Instruct's shape (no download), for benchmarks on a
-    machine without the real weights. Paired with `tiny_tokenizer` (byte-level: prompts come out
-    ~4x longer than with the real tokenizer; sampled ids it does not have decode to nothing), and a
-    random model samples until max_new_tokens: step times are an upper bound of the real model's."""
+    machine without the real weights. Paired with `random_smollm2_tokenizer` (a BPE of 8192 tokens
+    trained in code; sampled ids above it decode to nothing), and a random model samples until
+    max_new_tokens: step times are an upper bound of the real model's."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
@@ -169,6 +169,35 @@ def tiny_tokenizer(template: str = "chatml") -> PreTrainedTokenizerBase:
         pad_token="<|endoftext|>",
         chat_template=templates[template],
     )
+
+
+def trained_bpe_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerBase:
+    """A byte-level BPE tokenizer trained in code on `texts` (ChatML specials at ids 0-2, as in
+    SmolLM2): offline, deterministic, and about as many characters per token as a real one."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=list(TINY_SPECIAL_TOKENS), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHATML_TEMPLATE
+    )
+
+
+def random_smollm2_tokenizer() -> PreTrainedTokenizerBase:
+    """The `random-smollm2` tokenizer: byte-level BPE trained on the bundled problems' statements and
+    references (prompts come out about as long in tokens as with SmolLM2's own tokenizer)."""
+    from evilmoe.env.problems import load_problem_set
+
+    problems = load_problem_set("bundled")
+    texts = [t for p in problems.train + problems.validation + problems.test for t in (p.description, p.starter_code, p.reference)]
+    return trained_bpe_tokenizer(texts, vocab_size=8192)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,7 +499,7 @@ def load_model(
 
     path = Path(spec).expanduser()
     if spec == RANDOM_SMOLLM2:
-        model, tokenizer = random_smollm2(), tiny_tokenizer("chatml")
+        model, tokenizer = random_smollm2(), random_smollm2_tokenizer()
     elif spec.startswith("tiny-"):
         arch = spec.removeprefix("tiny-")
         if arch not in TINY_ARCHS:
