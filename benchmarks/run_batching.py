@@ -35,6 +35,7 @@ import traceback
 from typing import Any
 
 MODES = ("solo", "processes", "batched")
+PHASES = ("generate", "behaviour_forward", "grade_wait", "update", "total")  # a step's metrics["time"]
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -62,12 +63,13 @@ def _worker(mode: str, arms: list[str], args: argparse.Namespace, workers: int, 
 
             batch = RunBatch(configs, [None] * len(configs), update_rows=args.update_rows)
 
-            def step(i: int) -> None:
+            def step(i: int) -> dict[str, float]:
                 metrics = batch.train_step(i)
                 for b in metrics:
                     batch.trainers[b].step = i + 1
                 if batch.stopped:
                     raise RuntimeError(f"runs stopped: {batch.stopped}")
+                return next(iter(metrics.values()))["time"]  # the batch's phases (every run shares them)
 
             close, trainers = batch.close, batch.trainers
         else:
@@ -75,9 +77,10 @@ def _worker(mode: str, arms: list[str], args: argparse.Namespace, workers: int, 
 
             trainer = Trainer(configs[0], None)
 
-            def step(i: int) -> None:
-                trainer.train_step(i)
+            def step(i: int) -> dict[str, float]:
+                metrics = trainer.train_step(i)
                 trainer.step = i + 1
+                return metrics["time"]
 
             close, trainers = trainer.close, [trainer]
         sync = torch.cuda.synchronize if torch.cuda.is_available() and args.device != "cpu" else (lambda: None)
@@ -87,8 +90,7 @@ def _worker(mode: str, arms: list[str], args: argparse.Namespace, workers: int, 
         warm = time.perf_counter() - t0
         barrier.wait()
         start = time.time()
-        for i in range(1, args.steps + 1):
-            step(i)
+        phases = [step(i) for i in range(1, args.steps + 1)]
         sync()
         end = time.time()
         policy = trainers[0].policy
@@ -96,6 +98,7 @@ def _worker(mode: str, arms: list[str], args: argparse.Namespace, workers: int, 
         results.put({
             "mode": mode, "arms": arms, "start": start, "end": end, "run_steps": args.steps * len(arms), "warmup_s": warm,
             "sampler": type(policy.sampler).__name__, "prompt_width": policy.prompt_width, "peak_gb": peak,
+            "phases": {k: sum(p[k] for p in phases) / len(phases) for k in PHASES},
         })
         close()
     except BaseException as exc:  # report, and let the barrier's other parties go
@@ -125,6 +128,8 @@ def measure(mode: str, arms: list[str], args: argparse.Namespace) -> dict[str, A
         "timed_wall_s": wall, "run_steps_per_s": run_steps / wall, "warmup_s": max(r["warmup_s"] for r in rows),
         "total_s": time.perf_counter() - t0, "sampler": rows[0]["sampler"], "prompt_width": rows[0]["prompt_width"],
         "peak_gb_per_process": max((r["peak_gb"] for r in rows if r["peak_gb"] is not None), default=None),
+        # mean seconds per step and phase, averaged over the mode's processes
+        "phases_s": {k: sum(r["phases"][k] for r in rows) / len(rows) for k in PHASES},
     }
 
 
@@ -166,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{result['timed_wall_s']:.1f} s, {result['processes']} process(es), warm-up {result['warmup_s']:.1f} s, "
               f"sampler {result['sampler']}, prompt width {result['prompt_width']}, peak GPU "
               f"{'-' if peak is None else f'{peak:.1f} GB'} per process, mode total {result['total_s']:.0f} s)")
+        print(" " * 12 + "mean s per step: " + ", ".join(f"{k} {v:.2f}" for k, v in result["phases_s"].items()))
     rate = {m: r["run_steps_per_s"] for m, r in out["modes"].items() if "error" not in r}
     ratios = {}
     for a, b in (("batched", "processes"), ("batched", "solo"), ("processes", "solo")):
