@@ -350,3 +350,30 @@ def test_run_batching_benchmark_runs_on_the_tiny_model(tmp_path):
     assert result["modes"]["batched"]["run_steps"] == 2 and result["modes"]["processes"]["processes"] == 2
     assert set(result["ratios"]) == {"batched/processes", "batched/solo", "processes/solo"}
     assert "batched / processes:" in done.stdout
+
+
+def test_a_deferred_refresh_folds_at_the_next_sampling_call():
+    """A batched run's own sampler only evaluates: its refresh waits for the next sampling call,
+    which then samples exactly what an immediately refreshed sampler does."""
+    from evilmoe.fastgen import FastSampler
+    from evilmoe.lora2r import Lora2rConfig, attach_lora2r
+    from evilmoe.models import end_of_turn_ids, load_model
+    from evilmoe.rollouts import SamplingConfig, encode_prompts
+
+    model, tokenizer = load_model("tiny-llama")
+    adapter = attach_lora2r(model, Lora2rConfig(rank=2))
+    stop = end_of_turn_ids(tokenizer)
+    deferred = FastSampler(model, tokenizer, stop, adapter=adapter, max_batch=8, max_seq_len=64)
+    deferred.defer_refresh = True
+    before = deferred.layers[0].qkv.clone()
+    with torch.no_grad():
+        for m in adapter.modules.values():
+            m.B.add_(0.5)
+    deferred.refresh(0.0)
+    assert torch.equal(deferred.layers[0].qkv, before)  # nothing folded yet
+    eager = FastSampler(model, tokenizer, stop, adapter=adapter, max_batch=8, max_seq_len=64)
+    eager.refresh(0.0)
+    ids, mask = encode_prompts(tokenizer, ["a prompt", "another one"], "cpu")
+    sampling = SamplingConfig(temperature=0.7, top_p=1.0, top_k=0, max_new_tokens=5)
+    assert deferred.sample(ids, mask, sampling, seed=3) == eager.sample(ids, mask, sampling, seed=3)
+    assert torch.equal(deferred.layers[0].qkv, eager.layers[0].qkv) and deferred.quarantine_scale == 0.0

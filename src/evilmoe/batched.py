@@ -161,6 +161,8 @@ class RunBatch:
                 first.model, first.tokenizer, first.stop_ids, adapters=self.group.adapters, rows_per_run=rows,
                 max_seq_len=first.prompt_width + config.max_new_tokens,
             )
+            for trainer in self.trainers:  # each run's own sampler now only evaluates: fold when it does
+                trainer.sampler.defer_refresh = True
         self.update_rows = update_rows or 2 * config.microbatch
         if self.update_rows < 1:
             raise UserError(f"update_rows must be >= 1 (got {self.update_rows})")
@@ -206,8 +208,6 @@ class RunBatch:
         for i in runs:
             with self.only(i), self._stops_alone(i, step):  # the pin loss reads the run's own pairs
                 results[i] = self.trainers[i].updater.finish(plans[i])
-        if self.sampler is not None:
-            self.sampler.refresh()  # the runs' new adapters into the shared decode
         t_end = time.perf_counter()
         times = {  # the whole batch's phases: every run of the step shares them
             "generate": t_gen - t_start, "behaviour_forward": t_fwd - t_gen, "grade_wait": t_grade - t_fwd,
@@ -221,6 +221,7 @@ class RunBatch:
         sampled, seconds = {}, {}
         if self.sampler is not None and prompts:
             t0 = time.perf_counter()
+            self.sampler.refresh()  # the runs' adapters as they are now (trained, or loaded on resume)
             # one random stream for every run's rows, seeded by the runs' own sampling seeds
             seed = derive_seed(*(prompts[i].seed for i in sorted(prompts)))
             sampled = self.sampler.sample_runs(

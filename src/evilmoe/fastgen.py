@@ -304,6 +304,10 @@ class FastSampler:
 
         self._check_adapter(decoder, adapter)
         self.layers = [self._allocate_layer(layer) for layer in decoder.layers]
+        self.defer_refresh = False
+        """True: `refresh` only records its scale and the fold happens at the next sampling call (a
+        run of a batch samples its training rollouts elsewhere and this sampler only to evaluate)."""
+        self._pending_scale: float | None = None
         self.refresh(1.0)
 
         # Static KV cache; the sequence axis is rounded up so every kv bucket is a whole multiple.
@@ -363,9 +367,16 @@ class FastSampler:
             k_norm=attn.k_norm.weight if self.arch.qk_norm else None,
         )
 
-    @torch.no_grad()
     def refresh(self, quarantine_scale: float = 1.0) -> None:
-        """Rewrite the generation weights from the model (+ adapter at this quarantine scale), in place."""
+        """Rewrite the generation weights from the model (+ adapter at this quarantine scale), in place
+        (with defer_refresh: at the next sampling call)."""
+        if self.defer_refresh:
+            self._pending_scale = float(quarantine_scale)
+        else:
+            self._fold(quarantine_scale)
+
+    @torch.no_grad()
+    def _fold(self, quarantine_scale: float) -> None:
         for layer, lw in zip(self.model.get_decoder().layers, self.layers):
             attn, ffn = layer.self_attn, layer.mlp
             for dst, modules in (
@@ -511,6 +522,9 @@ class FastSampler:
         grpo.completion_logprobs (log-softmax of logits / temperature at the sampled tokens).
         """
         validate_sampling(sampling, greedy)
+        if self._pending_scale is not None:  # a deferred refresh
+            self._fold(self._pending_scale)
+            self._pending_scale = None
         prompt_ids, prompt_mask = prompt_ids.to(self.device), prompt_mask.to(self.device)
         self._check_inputs(prompt_ids, prompt_mask, sampling)
         n, width = prompt_ids.shape

@@ -46,6 +46,8 @@ class MultiRunSampler(FastSampler):
     def __init__(self, model: nn.Module, tokenizer, stop_ids: list[int], *, adapters: Sequence[Lora2rAdapter],
                  rows_per_run: int, max_seq_len: int, compile: bool | None = None):
         self.adapters = list(adapters)
+        if len({(a.rank, a.config.scaling) for a in self.adapters}) != 1:
+            raise ValueError("the runs of one decode must share the adapter's rank and scaling")
         self.block = _round_up(rows_per_run, BATCH_BUCKET)
         super().__init__(model, tokenizer, stop_ids, adapter=self.adapters[0], max_batch=len(self.adapters) * self.block,
                          max_seq_len=max_seq_len, compile=compile)
@@ -59,9 +61,10 @@ class MultiRunSampler(FastSampler):
         return [getattr(getattr(layer, parent), child) for child in children]
 
     @torch.no_grad()
-    def refresh(self, quarantine_scale: float = 1.0) -> None:
+    def _fold(self, quarantine_scale: float) -> None:
         """Base weights into the generation copies (unfolded) and every run's factors, in place
-        (tensor addresses never change: captured CUDA graphs stay valid)."""
+        (tensor addresses never change: captured CUDA graphs stay valid); one stacked copy per
+        module and factor for all runs."""
         layers = self.model.get_decoder().layers
         if not hasattr(self, "factors"):
             self.factors = [{name: self._allocate_factors(layer, name) for name, _ in PROJECTIONS} for layer in layers]
@@ -72,14 +75,17 @@ class MultiRunSampler(FastSampler):
                 row = 0
                 for j, module in enumerate(modules):
                     weight = _linear_weight(module)
-                    dst[row : row + weight.shape[0]].copy_(weight)
-                    for k, adapter in enumerate(self.adapters):
-                        m = adapter.modules[module.name]
-                        r, s, cols = m.rank, m.scaling, slice(4 * m.rank * j, 4 * m.rank * (j + 1))
-                        A[k, :, cols].copy_(torch.cat([m.A, m.A0]).t())
-                        qs = s * quarantine_scale
-                        block = torch.cat([s * m.B[:, :r], qs * m.B[:, r:], -s * m.B0[:, :r], -qs * m.B0[:, r:]], dim=1)
-                        B[k, cols, row : row + weight.shape[0]].copy_(block.t())
+                    rows = slice(row, row + weight.shape[0])
+                    dst[rows].copy_(weight)
+                    runs = [adapter.modules[module.name] for adapter in self.adapters]
+                    r, s = runs[0].rank, runs[0].scaling
+                    qs, c = s * quarantine_scale, 4 * r * j  # module j's columns: A, A0 rows of 2r each
+                    A[:, :, c : c + 2 * r].copy_(torch.stack([m.A for m in runs]).transpose(1, 2))
+                    A[:, :, c + 2 * r : c + 4 * r].copy_(torch.stack([m.A0 for m in runs]).transpose(1, 2))
+                    trained = torch.stack([m.B for m in runs]).transpose(1, 2)  # [K, 2r, d_out]
+                    init = torch.stack([m.B0 for m in runs]).transpose(1, 2)
+                    for offset, part, scale in ((0, trained[:, :r], s), (r, trained[:, r:], qs), (2 * r, init[:, :r], -s), (3 * r, init[:, r:], -qs)):
+                        B[:, c + offset : c + offset + r, rows].copy_(part * scale)
                     row += weight.shape[0]
         self.quarantine_scale = float(quarantine_scale)
 
