@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--sampler", default="auto", help="auto (fast on CUDA, HF generate on CPU) | fast | hf")
     p.add_argument("--modes", default=",".join(MODES), help=f"which of {','.join(MODES)} to measure")
-    p.add_argument("--update-rows", type=int, default=None, help="batched: most rows per training forward (default: 2 microbatches)")
+    p.add_argument("--update-rows", type=int, default=None, help="batched: most rows per training forward (default: microbatch, a solo run's peak)")
     p.add_argument("--grading-workers", type=int, default=0, help="per process (default: the cores split over the mode's processes)")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)

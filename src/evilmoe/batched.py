@@ -114,8 +114,9 @@ class RunBatch:
     configs: one per run (they may differ in arm and seed only); runs: their run directories
     (None: write nothing, as in tests); warm_start: a checkpoint's saved warm start (every run
     of a batch has the same one); model: a (model, tokenizer) to use instead of loading
-    config.model; update_rows: the most rows in one training forward (default: two solo
-    microbatches), which bounds the update's peak memory.
+    config.model; update_rows: the most rows in one training forward (default: one
+    microbatch, so the update's peak memory is a solo run's; more packs several runs' microbatches
+    into one forward).
     """
 
     def __init__(
@@ -163,7 +164,7 @@ class RunBatch:
             )
             for trainer in self.trainers:  # each run's own sampler now only evaluates: fold when it does
                 trainer.sampler.defer_refresh = True
-        self.update_rows = update_rows or 2 * config.microbatch
+        self.update_rows = update_rows or config.microbatch
         if self.update_rows < 1:
             raise UserError(f"update_rows must be >= 1 (got {self.update_rows})")
         self.stopped: dict[int, str] = {}
