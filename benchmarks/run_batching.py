@@ -13,8 +13,9 @@ process builds its runs, takes one warm-up step (CUDA-graph capture, allocator, 
 a barrier with the others of its mode, then times --steps steps. Throughput = run-steps timed /
 (last process's end - first process's start). No run directory is written, nothing is evaluated.
 
-    # the GPU measurement: a random-init model of SmolLM2-135M's shape (no weights needed), gpu-small
-    python3 benchmarks/run_batching.py --model random-smollm2 --preset gpu-small --steps 3 --device cuda --json runbatch.json
+    # the GPU measurement: a random-init model of SmolLM2-135M's shape (no weights needed), gpu-small at
+    # microbatch 8 (decision runs use it: 7 processes at microbatch 64 do not fit one H200)
+    python3 benchmarks/run_batching.py --model random-smollm2 --preset gpu-small --set microbatch=8 --steps 3 --device cuda --json runbatch.json
     # CPU check of the script itself (tiny random model, about a minute; --sampler fast: the GPU's decode path)
     python3 benchmarks/run_batching.py --model tiny-llama --preset tiny --steps 1 --arms none,moe --sampler fast
 
@@ -29,6 +30,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import queue
 import sys
 import time
 import traceback
@@ -44,6 +46,11 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.grading_workers:
         out["grading_workers"] = args.grading_workers
+    from evilmoe.config import parse_field_value
+
+    for item in args.set:
+        key, _, value = item.partition("=")
+        out[key] = parse_field_value(key, value)
     return out
 
 
@@ -115,7 +122,17 @@ def measure(mode: str, arms: list[str], args: argparse.Namespace) -> dict[str, A
     t0 = time.perf_counter()
     for p in procs:
         p.start()
-    rows = [results.get() for _ in procs]
+    rows: list[dict[str, Any]] = []
+    while len(rows) < len(procs):
+        try:
+            rows.append(results.get(timeout=5))
+        except queue.Empty:  # a process killed outright (e.g. out of host memory) reports nothing
+            dead = [p for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                for p in procs:
+                    if p.is_alive():
+                        p.kill()
+                return {"mode": mode, "error": f"a process died with exit code {dead[0].exitcode}", "trace": ""}
     for p in procs:
         p.join()
     errors = [r for r in rows if "error" in r]
@@ -145,8 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--sampler", default="auto", help="auto (fast on CUDA, HF generate on CPU) | fast | hf")
     p.add_argument("--modes", default=",".join(MODES), help=f"which of {','.join(MODES)} to measure")
-    p.add_argument("--update-rows", type=int, default=None, help="batched: most rows per training forward (default: microbatch, a solo run's peak)")
+    p.add_argument("--update-rows", type=int, default=None,
+                   help="batched: most rows per training forward (default: every run's microbatch in one forward, layers recomputed)")
     p.add_argument("--grading-workers", type=int, default=0, help="per process (default: the cores split over the mode's processes)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a config field for every run, e.g. microbatch=8 (what decide --parallel 7 needs to fit one H200)")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
     arms = [a for a in args.arms.split(",") if a]
@@ -156,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown modes/arms {bad}" if bad else "need at least one arm and --steps >= 1")
 
     print(f"run throughput: preset {args.preset}, model {args.model}, {len(arms)} runs ({','.join(arms)}), "
-          f"{args.steps} timed steps per run after 1 warm-up, device {args.device}")
+          f"{args.steps} timed steps per run after 1 warm-up, device {args.device}, overrides {args.set or 'none'}")
     if args.model.startswith(("random-", "tiny-")):
         print("random-init model: every sampled row runs to max_new_tokens (no end-of-turn), the same in every mode")
     out: dict[str, Any] = {"args": vars(args), "modes": {}}

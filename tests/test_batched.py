@@ -23,8 +23,9 @@ from evilmoe.grpo import SequenceBatch
 from evilmoe.trainer import Trainer
 
 # one pair per mode keeps the pair forwards short; load balancing on so the router's whole loss is
-# compared; a KL term so the batched base-model (adapter off) pass is compared too
-SETTINGS = dict(prompts_per_step=2, group_size=4, pairs_per_mode=1, load_balance_coef=0.5, kl_coef=0.05)
+# compared; a KL term so the batched base-model (adapter off) pass is compared too;
+# microbatches of 3 rows: several per run, one cut short (padded to the block in a batched forward)
+SETTINGS = dict(prompts_per_step=2, group_size=4, pairs_per_mode=1, load_balance_coef=0.5, kl_coef=0.05, microbatch=3)
 # every arm, two seeds among them (different adapter inits, problem orders and demos)
 RUNS = [(arm, i % 2) for i, arm in enumerate(ARMS)]
 
@@ -114,7 +115,9 @@ def _solo_steps(arm: str, seed: int, problems, steps: int = 2) -> list[dict]:
 def batched_steps(problems):  # slow: built only by the slow tests that use it
     """Two steps of every run in one batch (the second step sees routing state the first built:
     the routeA buffer, the router's center and the optimizer moments)."""
-    batch = RunBatch([_config(arm, seed) for arm, seed in RUNS], [None] * len(RUNS), problems=problems, update_rows=5)
+    # the default update: every run's microbatch in one forward (rows padded to one block, one
+    # batched matmul per adapter factor), each layer recomputed in backward
+    batch = RunBatch([_config(arm, seed) for arm, seed in RUNS], [None] * len(RUNS), problems=problems)
     try:
         batch.model.double()
         for trainer in batch.trainers:
@@ -137,7 +140,9 @@ def batched_steps(problems):  # slow: built only by the slow tests that use it
 def _close(a, b, scale: float, what: str) -> None:
     assert a.shape == b.shape, what
     err = float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
-    assert err <= 1e-9 * max(scale, 1e-12), f"{what}: max diff {err:.3g} vs scale {scale:.3g}"
+    # the router's parameters stay float32 (the model is float64): 1e-6 of the scale, as the
+    # data-parallel tests allow; everything float64 agrees far closer
+    assert err <= 1e-6 * max(scale, 1e-12), f"{what}: max diff {err:.3g} vs scale {scale:.3g}"
 
 
 @pytest.mark.slow
@@ -169,7 +174,7 @@ def test_each_batched_run_steps_exactly_as_alone(run, batched_steps, problems):
         for key, a in ref["metrics"].items():
             b = got["metrics"][key]
             if isinstance(a, float):
-                assert b == pytest.approx(a, rel=1e-9, abs=1e-12), f"{where} {key}"
+                assert b == pytest.approx(a, rel=1e-6, abs=1e-9), f"{where} {key}"
             else:
                 assert a == b, f"{where} {key}"
 
@@ -189,7 +194,8 @@ def test_concatenated_batches_keep_every_rows_tokens():
     ids, trained = both.aligned()
     assert ids[0, :4].tolist() == [5, 6, 7, 0][:3] + [ids[0, 3].item()] and ids[1].tolist() == [8, 9, 1, 2]
     assert trained.tolist() == [[False, False, True, False], [False, False, True, True]]
-    assert pack_runs([0, 1, 2, 3], lambda i: [3, 2, 4, 1][i], 5) == [[0, 1], [2, 3]]
+    assert pack_runs([0, 1, 2, 3], lambda i: [3, 2, 4, 1][i], 6) == [[0, 1], [2], [3]]  # padded to 3 rows each: 6
+    assert pack_runs([0, 1, 2], lambda i: 2, 6) == [[0, 1, 2]]
     assert pack_runs([0, 1], lambda i: 9, 5) == [[0], [1]]
 
 
@@ -377,3 +383,78 @@ def test_a_deferred_refresh_folds_at_the_next_sampling_call():
     sampling = SamplingConfig(temperature=0.7, top_p=1.0, top_k=0, max_new_tokens=5)
     assert deferred.sample(ids, mask, sampling, seed=3) == eager.sample(ids, mask, sampling, seed=3)
     assert torch.equal(deferred.layers[0].qkv, eager.layers[0].qkv) and deferred.quarantine_scale == 0.0
+
+
+@pytest.mark.parametrize("counts", [(3, 3, 3), (2, 0, 4)], ids=["equal-blocks", "unequal-blocks"])
+def test_a_rows_forward_gives_each_run_its_solo_forward_and_gradient(counts):
+    """RunGroup.rows (one batched matmul per factor for equal blocks, a loop over runs otherwise)
+    against each run's solo forward: the same log-probs, pooled features and gradients (the
+    router's q included), float64."""
+    from evilmoe.grpo import completion_logprobs
+    from evilmoe.lora2r import Lora2rConfig
+    from evilmoe.models import load_model
+    from evilmoe.multilora import attach_lora2r_runs
+
+    model, _ = load_model("tiny-llama")
+    model.double()
+    group = attach_lora2r_runs(model, [Lora2rConfig(rank=2, seed=s) for s in range(3)])
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for adapter in group.adapters:
+            for m in adapter.modules.values():
+                m.B.add_(0.2 * torch.randn(m.B.shape, generator=gen, dtype=m.B.dtype))
+    parts, controls = [], []
+    for i, n in enumerate(counts):
+        ids = torch.randint(3, 259, (n, 9), generator=gen)
+        mask = torch.ones_like(ids)
+        mask[:, : i + 1] = 0  # left padding of a different width per run
+        comp = torch.ones(n, 4, dtype=torch.long)
+        comp[:, 3:] = 0
+        parts.append(SequenceBatch(ids, mask, comp, 5))
+        w = torch.rand(n, generator=gen, dtype=torch.float64).requires_grad_()
+        controls.append((w, (1 - w).detach()))
+
+    def loss_and_grads(logp_rows, pooled):
+        loss = sum(((i + 1) * lp).sum() for i, lp in enumerate(logp_rows))
+        loss.backward()
+        grads = [
+            [m.A.grad.clone() for m in a.modules.values()] + [m.B.grad.clone() for m in a.modules.values()]
+            for a in group.adapters if next(iter(a.modules.values())).A.grad is not None
+        ]
+        qs = [q.grad.clone() for q, _ in controls if q.grad is not None]
+        model.zero_grad(set_to_none=True)
+        for q, _ in controls:
+            q.grad = None
+        return grads, qs, pooled
+
+    solo_lp, solo_pooled = [], []
+    for i, part in enumerate(parts):
+        if not len(part):
+            continue
+        with group.only(i), group.adapters[i].row_control(*controls[i]), group.adapters[i].capture_pooled(part.aligned()[1]) as cap:
+            solo_lp.append(completion_logprobs(model, part, temperature=0.7))
+        solo_pooled.append(cap.pooled())
+    solo = loss_and_grads(solo_lp, solo_pooled)
+
+    present = [i for i, n in enumerate(counts) if n]
+    combined = concat_batches([parts[i] for i in present])
+    trained = combined.aligned()[1]
+    starts = torch.tensor([0, *counts]).cumsum(0).tolist()
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        caps = [stack.enter_context(group.adapters[i].capture_pooled(trained[starts[i] : starts[i + 1]])) for i in present]
+        for i in present:
+            stack.enter_context(group.adapters[i].row_control(*controls[i]))
+        stack.enter_context(group.rows(counts))
+        lp = completion_logprobs(model, combined, temperature=0.7)
+    rows = [lp[starts[i] : starts[i + 1], :3] for i in present]
+    batched = loss_and_grads(rows, [c.pooled() for c in caps])
+    for a, b in zip(solo_lp, rows):
+        assert torch.allclose(a[:, :3], b, rtol=1e-10, atol=1e-12)
+    for a, b in zip(solo[2], batched[2]):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert len(solo[0]) == len(batched[0]) == len(present) and len(solo[1]) == len(present)
+    for ga, gb in zip(solo[0] + [solo[1]], batched[0] + [batched[1]]):
+        for a, b in zip(ga, gb):
+            assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)

@@ -8,18 +8,20 @@ directory, checkpoints and metrics. One batched step:
 
   1. per run, with only its adapter selected: the arm's step start (v_act refresh), sampling and
      the start of grading (one grading pool for every run)
-  2. the behaviour pass over every run's rows together: run i's j-th microbatch of every run in
-     one forward, each run's rows under its own adapter (and its own feature capture)
+  2. the behaviour pass over every run's rows together: the next rows of every run in one
+     forward, each run's rows under its own adapter (and its own feature capture)
   3. per run: the routing decision on its own features, the update plan (advantages, live rows)
-  4. the update: run i's j-th microbatch of every run in one forward (bounded by `update_rows`),
-     each run's rows under its own row control; the sum of the runs' losses is back-propagated
-     once, which gives each run exactly its own loss's gradient (the runs share no parameter)
+  4. the update: the next microbatches of every run in one forward (bounded by `update_rows`),
+     each run's rows under its own row control; the sum of the runs' losses (each microbatch's
+     as in its solo run) is back-propagated once, which gives each run exactly its own loss's
+     gradient (the runs share no parameter)
   5. per run: router-only loss, clip, optimizer step, metrics, checkpoint
 
 What is exact: given the same rollouts, each run gets its solo step's gradients, parameters,
 optimizer state, routing and metrics (to float rounding: the base GEMM and attention see more
-rows and wider padding; tests/test_batched.py checks float64). Each run's microbatches are cut
-as in its solo run, so per-microbatch statistics agree too. What differs: nothing in step 1 on
+rows and wider padding; tests/test_batched.py checks float64). Each run's update microbatches are
+cut as in its solo run (several of them may share a forward), so per-microbatch statistics agree
+too. What differs: nothing in step 1 on
 the HF sampler (each run samples alone with its own seed); with the fast sampler each run decodes
 from its own folded weights, also alone. A run whose update is non-finite stops alone
 (stopped.json in its run directory) while the others continue.
@@ -47,7 +49,7 @@ from evilmoe.fastgen import FastSampler
 from evilmoe.grpo import SequenceBatch, completion_logprobs
 from evilmoe.multigen import MultiRunSampler
 from evilmoe.multilora import RunGroup, attach_lora2r_runs
-from evilmoe.policy import Policy, lora2r_config
+from evilmoe.policy import Policy, enable_recompute, lora2r_config
 from evilmoe.records import BehaviourPass, Rollouts
 from evilmoe.runs import RunDir
 from evilmoe.seeding import derive_seed
@@ -57,6 +59,8 @@ from evilmoe.update import UpdatePlan, _pad_to
 RUN_FIELDS = ("arm", "seed")
 """The config fields in which the runs of one batch may differ; every other field is shared."""
 STOPPED_FILE = "stopped.json"
+ROWS_PER_RUN = 64
+"""Default rows of each run in one training forward (whole microbatches; layers recomputed)."""
 
 
 def check_batchable(configs: Sequence[TrainConfig]) -> None:
@@ -94,17 +98,14 @@ def concat_batches(parts: Sequence[SequenceBatch]) -> SequenceBatch:
 
 
 def pack_runs(runs: Sequence[int], rows: Callable[[int], int], limit: int) -> list[list[int]]:
-    """Split runs (ascending) into consecutive groups of at most `limit` rows each (a run with more
-    rows than the limit forwards alone)."""
+    """Split runs (ascending) into consecutive groups that hold at most `limit` rows once every run's
+    rows are padded to the group's largest (a run with more rows than the limit forwards alone)."""
     packs: list[list[int]] = []
-    total = 0
     for i in runs:
-        if packs and total + rows(i) <= limit:
+        if packs and max(rows(j) for j in [*packs[-1], i]) * (len(packs[-1]) + 1) <= limit:
             packs[-1].append(i)
-            total += rows(i)
         else:
             packs.append([i])
-            total = rows(i)
     return packs
 
 
@@ -114,9 +115,12 @@ class RunBatch:
     configs: one per run (they may differ in arm and seed only); runs: their run directories
     (None: write nothing, as in tests); warm_start: a checkpoint's saved warm start (every run
     of a batch has the same one); model: a (model, tokenizer) to use instead of loading
-    config.model; update_rows: the most rows in one training forward (default: one
-    microbatch, so the update's peak memory is a solo run's; more packs several runs' microbatches
-    into one forward).
+    config.model; update_rows: the most rows in one training forward. By default each forward
+    takes ROWS_PER_RUN rows (whole microbatches, at least one) of every run with each layer
+    recomputed in backward (gradient checkpointing: a layer's activations at a time, so the peak
+    stays moderate while the kernel launches are paid once for all runs); given, the forwards hold
+    at most that many rows and recompute only if the config asks (update_rows = microbatch: a solo
+    run's memory).
     """
 
     def __init__(
@@ -164,9 +168,11 @@ class RunBatch:
             )
             for trainer in self.trainers:  # each run's own sampler now only evaluates: fold when it does
                 trainer.sampler.defer_refresh = True
-        self.update_rows = update_rows or config.microbatch
-        if self.update_rows < 1:
-            raise UserError(f"update_rows must be >= 1 (got {self.update_rows})")
+        if update_rows is not None and update_rows < 1:
+            raise UserError(f"update_rows must be >= 1 (got {update_rows})")
+        self.update_rows = update_rows or len(configs) * max(config.microbatch, ROWS_PER_RUN)
+        if update_rows is None and not config.gradient_checkpointing:
+            enable_recompute(self.model)  # the same result (tested), a layer's activations at a time
         self.stopped: dict[int, str] = {}
         """Runs that stopped on a non-finite update: index -> the reason."""
 
@@ -225,10 +231,13 @@ class RunBatch:
             self.sampler.refresh()  # the runs' adapters as they are now (trained, or loaded on resume)
             # one random stream for every run's rows, seeded by the runs' own sampling seeds
             seed = derive_seed(*(prompts[i].seed for i in sorted(prompts)))
-            sampled = self.sampler.sample_runs(
-                {i: p.policy_prompts() for i, p in prompts.items()}, self.trainers[next(iter(prompts))].policy.sampling, seed=seed
-            )
-            seconds = dict.fromkeys(prompts, time.perf_counter() - t0)
+            try:
+                sampled = self.sampler.sample_runs(
+                    {i: p.policy_prompts() for i, p in prompts.items()}, self.trainers[next(iter(prompts))].policy.sampling, seed=seed
+                )
+                seconds = dict.fromkeys(prompts, time.perf_counter() - t0)
+            except FloatingPointError as exc:  # some run's logits are not finite: each samples alone, that one stops
+                print(f"step {next(iter(prompts.values())).step}: the shared decode failed ({exc}); sampling each run alone")
         rollouts = {}
         for i, p in prompts.items():
             trainer = self.trainers[i]
@@ -256,36 +265,42 @@ class RunBatch:
     def _forward(
         self,
         parts: dict[int, SequenceBatch],
-        enter: Callable[[int, Tensor], contextlib.AbstractContextManager],
+        enter: Callable[[int, Tensor, int], contextlib.AbstractContextManager],
         then: Callable[[dict[int, slice], Tensor], None] | None = None,
     ) -> tuple[dict[int, slice], Tensor, dict[int, Any]]:
         """One forward over every run's rows in `parts` (runs in ascending order), each run's rows
-        under the context `enter(i, its rows' trained-position mask)`; `then(rows, logp)` runs
-        inside the contexts (a backward must: gradient checkpointing re-runs the forward during
-        it). Returns each run's rows in the combined batch, the completion log-probs and what
+        padded to one block size (filler rows repeat its last row: the adapters then take one
+        batched matmul for every run, and no real row's values change) and under the context
+        `enter(i, its block's trained-position mask, its number of filler rows)`. `then(rows, logp)`
+        runs inside the contexts (a backward must: layer recomputation re-runs the forward during
+        it). Returns each run's real rows in the combined batch, the completion log-probs and what
         each run's context yielded."""
         order = sorted(parts)
-        combined = concat_batches([parts[i] for i in order])
+        block = max(len(parts[i]) for i in order)
+        combined = concat_batches([_pad_rows(parts[i], block) for i in order])
         trained = combined.aligned()[1]
-        rows, start = {}, 0
-        for i in order:
-            rows[i] = slice(start, start + len(parts[i]))
-            start += len(parts[i])
+        rows = {i: slice(k * block, k * block + len(parts[i])) for k, i in enumerate(order)}
         with contextlib.ExitStack() as stack:
-            entered = {i: stack.enter_context(enter(i, trained[rows[i]])) for i in order}
-            stack.enter_context(self.group.rows([len(parts[i]) if i in parts else 0 for i in range(len(self))]))
+            entered = {
+                i: stack.enter_context(enter(i, trained[k * block : (k + 1) * block], block - len(parts[i])))
+                for k, i in enumerate(order)
+            }
+            stack.enter_context(self.group.rows([block if i in parts else 0 for i in range(len(self))]))
             logp = completion_logprobs(self.model, combined, temperature=self.trainers[order[0]].config.temperature)
             if then is not None:
                 then(rows, logp)
         return rows, logp, entered
 
     def behaviour_pass(self, batches: dict[int, SequenceBatch]) -> dict[int, BehaviourPass]:
-        """Every run's behaviour pass (RoutedUpdate.behaviour_pass), the runs' j-th microbatches in
-        one no-grad forward: old log-probs, routing features and (KL on) the base model's log-probs."""
+        """Every run's behaviour pass (RoutedUpdate.behaviour_pass), the next rows of every run in one
+        no-grad forward: old log-probs, routing features and (KL on) the base model's log-probs."""
         if not batches:
             return {}
         config = self.trainers[next(iter(batches))].config
+        # rows of each run per forward: as many as the update takes (whole microbatches); no
+        # gradient, no per-microbatch statistics here, so the cut changes nothing but rounding
         mb = config.microbatch
+        mb = max(mb, self.update_rows // len(batches) // mb * mb)
         logps: dict[int, list[Tensor]] = {i: [] for i in batches}
         feats: dict[int, list[Tensor]] = {i: [] for i in batches}
         refs: dict[int, list[Tensor]] = {i: [] for i in batches}
@@ -293,13 +308,13 @@ class RunBatch:
         with torch.no_grad():
             for start in range(0, max(len(b) for b in batches.values()), mb):
                 chunks = {i: b.rows(slice(start, start + mb)).trimmed() for i, b in batches.items() if start < len(b)}
-                rows, lp, captures = self._forward(chunks, lambda i, trained: adapters[i].capture_pooled(trained))
+                rows, lp, captures = self._forward(chunks, lambda i, trained, pad: adapters[i].capture_pooled(trained))
                 for i, part in chunks.items():
                     width = part.completion_mask.shape[1]
                     logps[i].append(_pad_to(lp[rows[i], :width], batches[i].completion_mask.shape[1]))
-                    feats[i].append(captures[i].pooled())
+                    feats[i].append(captures[i].pooled()[: len(part)])
                 if config.kl_coef > 0:
-                    rows, ref, _ = self._forward(chunks, lambda i, trained: adapters[i].disabled())
+                    rows, ref, _ = self._forward(chunks, lambda i, trained, pad: adapters[i].disabled())
                     for i, part in chunks.items():
                         width = part.completion_mask.shape[1]
                         refs[i].append(_pad_to(ref[rows[i], :width], batches[i].completion_mask.shape[1]))
@@ -308,30 +323,46 @@ class RunBatch:
         }
 
     def backward(self, plans: dict[int, UpdatePlan]) -> None:
-        """Every run's routed forward + backward over its live microbatches: the runs' j-th
-        microbatches together (at most update_rows rows per forward), one backward of the summed
-        losses per forward."""
+        """Every run's routed forward + backward over its live microbatches. Each forward takes the
+        next few microbatches of every run (as many as fit update_rows; each run's rows one block),
+        each microbatch's loss computed on its own rows exactly as in the run's solo update, and one
+        backward of the summed losses."""
         if not plans:
             return
+        mb = self.trainers[next(iter(plans))].config.microbatch
+        per_forward = max(1, self.update_rows // (len(plans) * mb))  # microbatches of each run per forward
         self.model.train()
-        for j in range(max(len(p.microbatches) for p in plans.values())):
-            idx = {i: p.microbatches[j] for i, p in sorted(plans.items()) if j < len(p.microbatches)}
-            for pack in pack_runs(list(idx), lambda i, idx=idx: len(idx[i]), self.update_rows):
-                parts = {i: plans[i].batch.rows(idx[i]).trimmed() for i in pack}
+        for first in range(0, max(len(p.microbatches) for p in plans.values()), per_forward):
+            taken = {i: p.microbatches[first : first + per_forward] for i, p in sorted(plans.items()) if first < len(p.microbatches)}
+            for pack in pack_runs(list(taken), lambda i, taken=taken: sum(len(idx) for idx in taken[i]), self.update_rows):
+                parts = {i: plans[i].batch.rows(torch.cat(taken[i])).trimmed() for i in pack}
 
-                def control(i: int, trained: Tensor, idx=idx) -> contextlib.AbstractContextManager:
-                    return self.group.adapters[i].row_control(*self.trainers[i].updater.control(plans[i], idx[i]))
+                def control(i: int, trained: Tensor, pad: int, taken=taken) -> contextlib.AbstractContextManager:
+                    q, g = (torch.cat(c) for c in zip(*(self.trainers[i].updater.control(plans[i], idx) for idx in taken[i])))
+                    # filler rows: no quarantine, no gradient (and no loss: they are not the run's rows)
+                    return self.group.adapters[i].row_control(torch.cat([q, q.new_zeros(pad)]), torch.cat([g, g.new_zeros(pad)]))
 
-                def backward(rows: dict[int, slice], logp: Tensor, idx=idx, parts=parts) -> None:
+                def backward(rows: dict[int, slice], logp: Tensor, taken=taken, pack=pack) -> None:
                     # the sum of the runs' losses: each run's parameters get exactly their own loss's gradient
-                    loss = sum(
-                        self.trainers[i].updater.loss(plans[i], idx[i], part, logp[rows[i], : part.completion_mask.shape[1]])
-                        for i, part in parts.items()
-                    )
-                    loss.backward()
+                    losses = []
+                    for i in pack:
+                        start = rows[i].start
+                        for idx in taken[i]:
+                            part = plans[i].batch.rows(idx).trimmed()  # the solo update's microbatch
+                            mine = logp[start : start + len(idx), : part.completion_mask.shape[1]]
+                            losses.append(self.trainers[i].updater.loss(plans[i], idx, part, mine))
+                            start += len(idx)
+                    sum(losses).backward()
 
                 self._forward(parts, control, backward)
         self.model.eval()
+
+
+def _pad_rows(batch: SequenceBatch, n: int) -> SequenceBatch:
+    """The batch's rows, then its last row again up to n rows."""
+    if len(batch) == n:
+        return batch
+    return batch.rows(torch.arange(n, device=batch.input_ids.device).clamp(max=len(batch) - 1))
 
 
 # --------------------------------------------------------------------------------------------

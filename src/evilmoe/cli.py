@@ -130,7 +130,7 @@ def _train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batched", action="store_true", help="train the runs together in one process sharing one frozen model "
                    "(each run exactly as alone, given the same rollouts; see docs/design.md#several-runs-on-one-gpu)")
     p.add_argument("--update-rows", type=int, default=None, help="with --batched: the most rows in one training forward "
-                   "(default: microbatch, a solo run's peak memory); more packs several runs' microbatches into one forward")
+                   "(default: every run's microbatch in one forward, each layer recomputed in backward; microbatch: a solo run's memory, no recomputation)")
     _add_config_fields(p, skip=("arm", "seed"))
 
 

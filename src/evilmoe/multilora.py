@@ -66,6 +66,10 @@ class MultiLora2rLinear(nn.Module):
         if x.shape[0] != sum(counts):
             raise RuntimeError(f"RunGroup.rows was given {sum(counts)} rows but {self.name} got input of shape {tuple(x.shape)}")
         out = self.base(x)
+        present = [i for i, n in enumerate(counts) if n]
+        modes = {self.runs[i]._control.mode for i in present}
+        if len({counts[i] for i in present}) == 1 and len(modes) == 1 and modes <= {"plain", "rows", "off"}:
+            return self._stacked(x, out, present, modes.pop())
         pieces = []
         for run, y, chunk in zip(self.runs, out.split(counts), x.split(counts)):
             if chunk.shape[0] == 0:
@@ -73,6 +77,46 @@ class MultiLora2rLinear(nn.Module):
             delta = run.delta(chunk)
             pieces.append(y if delta is None else y + delta)
         return torch.cat(pieces)
+
+    def _stacked(self, x: Tensor, out: Tensor, present: list[int], mode: str) -> Tensor:
+        """Equal row blocks under one kind of control: every run's adapter term in one batched
+        matmul per factor, whatever the number of runs (the same arithmetic as Lora2rLinear.delta,
+        per block; torch.stack is differentiable, so each run's A and B get their own gradients)."""
+        if mode == "off":
+            return out
+        runs = [self.runs[i] for i in present]
+        first, dt, k = runs[0], x.dtype, len(runs)
+        r, scaling = first.rank, first.scaling
+        blocks = x.view(k, -1, *x.shape[1:])  # [K, n, ..., d_in]
+        lead = (1,) * (blocks.dim() - 3)  # broadcast each run's [d_in, 2r] factor over its rows' dims
+
+        def stacked(name: str) -> Tensor:
+            factor = torch.stack([getattr(m, name) for m in runs]).to(dt)
+            return factor.view(k, *lead, *factor.shape[1:])
+
+        A, B, A0, B0 = stacked("A"), stacked("B"), stacked("A0"), stacked("B0")
+        h, h0 = blocks @ A.transpose(-1, -2), blocks @ A0.transpose(-1, -2)  # [K, n, ..., 2r]
+        for j, m in enumerate(runs):
+            if m._control.capture is not None:
+                m._control.capture.record(m.name, h[j, ..., :r])
+        h_dep, h_quar, h0_dep, h0_quar = h[..., :r], h[..., r:], h0[..., :r], h0[..., r:]
+        if mode == "rows":
+            q = self._per_row([m._control.row_q for m in runs], blocks)
+            h_quar, h0_quar = q * h_quar, q * h0_quar
+        dep = h_dep @ B[..., :r].transpose(-1, -2) - h0_dep @ B0[..., :r].transpose(-1, -2)
+        quar = h_quar @ B[..., r:].transpose(-1, -2) - h0_quar @ B0[..., r:].transpose(-1, -2)
+        if mode == "rows":
+            g = self._per_row([m._control.row_g for m in runs], blocks)
+            detached = dep.detach()
+            dep = detached + g * (dep - detached)
+        return out + (scaling * (dep + quar)).view(out.shape)
+
+    def _per_row(self, values: list[Tensor], blocks: Tensor) -> Tensor:
+        """Each run's [n] row control -> [K, n, 1, ..., 1] in the blocks' dtype and device."""
+        n = blocks.shape[1]
+        if any(v.shape != (n,) for v in values):
+            raise RuntimeError(f"{self.name}: row controls of {[tuple(v.shape) for v in values]} rows for blocks of {n}")
+        return torch.stack(values).to(device=blocks.device, dtype=blocks.dtype).view(len(values), n, *(1,) * (blocks.dim() - 2))
 
     def extra_repr(self) -> str:
         return f"runs={len(self.runs)}"
@@ -123,8 +167,8 @@ def attach_lora2r_runs(model: nn.Module, configs: Sequence[Lora2rConfig]) -> Run
         raise ValueError("attach_lora2r_runs needs at least one run")
     if any(isinstance(m, (Lora2rLinear, MultiLora2rLinear)) for m in model.modules()):
         raise RuntimeError("this model already has a lora2r adapter attached")
-    if len({c.targets for c in configs}) != 1:
-        raise UserError("runs that share a model must adapt the same modules (targets)")
+    if len({(c.targets, c.rank, c.alpha) for c in configs}) != 1:
+        raise UserError("runs that share a model must adapt the same modules with the same rank and alpha")
     found = targeted_linears(model, configs[0])
     for p in model.parameters():
         p.requires_grad_(False)

@@ -53,6 +53,15 @@ def resolve_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[config.dtype]
 
 
+def enable_recompute(model: nn.Module) -> None:
+    """Gradient checkpointing: each layer is recomputed in backward, so a training forward holds the
+    activations of one layer at a time (same result, more time)."""
+    if hasattr(model, "activation_checkpointing_enable"):  # the name since transformers 5.2x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def lora2r_config(config: TrainConfig) -> Lora2rConfig:
     """The run's adapter shape and init seed."""
     return Lora2rConfig(rank=config.rank, alpha=config.lora_alpha, targets=config.targets, seed=config.seed)
@@ -127,11 +136,8 @@ class Policy:
     def _prepare_model(self, warm_start: dict[str, Any] | None, attach: Callable[[nn.Module], Lora2rAdapter]) -> None:
         """Gradient checkpointing, the warm start merged into the base, then the seeded adapter."""
         config = self.config
-        if config.gradient_checkpointing:  # recompute each layer in backward: activations of one layer at a time
-            if hasattr(self.model, "activation_checkpointing_enable"):  # the name since transformers 5.2x
-                self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-            else:
-                self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if config.gradient_checkpointing:
+            enable_recompute(self.model)
         self.warm_start = self._warm_start(warm_start)
         self.adapter: Lora2rAdapter = attach(self.model)
 
