@@ -97,7 +97,7 @@ def run_decision(
         # `parallel` batches, each job to the batch of its index modulo parallel (each batch a mix of arms)
         batches = [jobs[b::parallel] for b in range(min(parallel, len(jobs)))]
         if len(batches) == 1:
-            per_batch = [_train_batch(preset, overrides, batches[0], str(root), deadline, update_rows)]
+            per_batch = [_train_batch(preset, overrides, batches[0], str(root), deadline, update_rows, progress=True)]
         else:
             gpus = gpu_slots(len(batches), _visible_gpus())
             with ProcessPoolExecutor(
@@ -269,9 +269,10 @@ def _train_one(
 
 def _train_batch(
     preset: str, overrides: dict[str, Any], jobs: list[tuple[str, int]], root: str, deadline: float | None,
-    update_rows: int | None, gpu: str | None = None,
+    update_rows: int | None, gpu: str | None = None, progress: bool = False,
 ) -> list[dict[str, Any] | None]:
-    """Several (arm, seed) runs trained together in this process (evilmoe.batched); gpu as in _train_one."""
+    """Several (arm, seed) runs trained together in this process (evilmoe.batched); gpu as in
+    _train_one; progress: a bar over the batch's steps."""
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     from evilmoe.batched import run_batched_training, run_dirs
@@ -279,7 +280,7 @@ def _train_batch(
     if deadline is not None and time.monotonic() > deadline:
         return [None] * len(jobs)
     configs = [make_config(preset, {**overrides, "arm": arm, "seed": seed}) for arm, seed in jobs]
-    return run_batched_training(configs, run_dirs(root, jobs), deadline=deadline, progress=False, update_rows=update_rows)
+    return run_batched_training(configs, run_dirs(root, jobs), deadline=deadline, progress=progress, update_rows=update_rows)
 
 
 def comparison_table(results: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
