@@ -179,11 +179,19 @@ def test_each_batched_run_steps_exactly_as_alone(run, batched_steps, problems):
                 assert a == b, f"{where} {key}"
 
 
-def test_runs_in_a_batch_differ_only_in_arm_and_seed():
+def test_runs_in_a_batch_differ_only_in_arm_and_seed(monkeypatch):
     with pytest.raises(UserError, match="differ only in arm, seed; these differ: lr"):
         check_batchable([_config("moe", 0), _config("none", 0, lr=1e-3)])
     with pytest.raises(UserError, match="lists a run twice"):
         check_batchable([_config("moe", 0), _config("moe", 0)])
+    from evilmoe import distributed as ddp
+    from evilmoe.decide import run_decision
+
+    monkeypatch.setattr(ddp, "world", lambda: 2)
+    with pytest.raises(UserError, match="do not combine with torchrun"):
+        check_batchable([_config("moe", 0)])
+    with pytest.raises(UserError, match="does not combine with torchrun"):
+        run_decision("tiny", ["moe"], [0], "unused", {}, batched=True)
 
 
 def test_concatenated_batches_keep_every_rows_tokens():
