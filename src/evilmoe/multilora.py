@@ -17,10 +17,12 @@ Which run a forward belongs to is set on the group, never guessed:
 
 A forward with neither set raises, so a run can never silently train on another's adapter.
 
-Exactness: block i of a `rows` forward computes base(x)[block] + run_i.delta(x[block]), the same
-operations as run i's solo forward base(x_i) + delta(x_i); only the base GEMM sees more rows.
-Each run's gradient therefore comes from its own rows only, and a sum of the runs' losses
-back-propagates into each run exactly its own loss's gradient.
+Exactness: block i of a `rows` forward computes base(x)[block] + run i's adapter term on its own
+rows, the arithmetic of run i's solo forward base(x_i) + delta(x_i); only the base GEMM sees more
+rows. Equal blocks under one kind of control take one batched matmul per adapter factor for all
+runs (the kernel count does not grow with K); unequal ones a loop over the runs. Each run's
+gradient comes from its own rows only, so a sum of the runs' losses back-propagates into each run
+exactly its own loss's gradient.
 """
 
 from __future__ import annotations
