@@ -14,7 +14,7 @@ a barrier with the others of its mode, then times --steps steps. Throughput = ru
 (last process's end - first process's start). No run directory is written, nothing is evaluated.
 
     # the GPU measurement: a random-init model of SmolLM2-135M's shape (no weights needed), gpu-small at
-    # microbatch 8 (decision runs use it: 7 processes at microbatch 64 do not fit one H200)
+    # microbatch 8 (as the decide --parallel 7 runs: a process at microbatch 64 peaks near 37 GB)
     python3 benchmarks/run_batching.py --model random-smollm2 --preset gpu-small --set microbatch=8 --steps 3 --device cuda --json runbatch.json
     # CPU check of the script itself (tiny random model, about a minute; --sampler fast: the GPU's decode path)
     python3 benchmarks/run_batching.py --model tiny-llama --preset tiny --steps 1 --arms none,moe --sampler fast

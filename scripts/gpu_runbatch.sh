@@ -4,7 +4,8 @@
 # (docs/design.md#several-runs-on-one-gpu, benchmarks/README.md#run_batchingpy). The model is a random-init
 # Llama of SmolLM2-135M-Instruct's shape built in code, so nothing needs carrying:
 #   bash scripts/gpu_runbatch.sh                (STEPS=3 bash ... for more timed steps per run)
-# Every mode at microbatch 8, as decision runs: 7 processes at gpu-small's 64 do not fit one H200.
+# Every mode at microbatch 8, as the decide --parallel 7 runs: a process at gpu-small's microbatch 64 peaks
+# near 37 GB, so 7 would not fit one H200.
 # Full output in $OUT/runbatch.log, the numbers in $OUT/runbatch.json.
 source scripts/gpu_setup.sh
 set +e
