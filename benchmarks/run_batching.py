@@ -15,7 +15,7 @@ a barrier with the others of its mode, then times --steps steps. Throughput = ru
 
     # the GPU measurement: a random-init model of SmolLM2-135M's shape (no weights needed), gpu-small at
     # microbatch 8 (as the decide --parallel 7 runs: a process at microbatch 64 peaks near 37 GB)
-    python3 benchmarks/run_batching.py --model random-smollm2 --preset gpu-small --set microbatch=8 --steps 3 --device cuda --json runbatch.json
+    python3 benchmarks/run_batching.py --model random-smollm2 --preset gpu-small --set microbatch=8 --steps 2 --device cuda --json runbatch.json
     # CPU check of the script itself (tiny random model, about a minute; --sampler fast: the GPU's decode path)
     python3 benchmarks/run_batching.py --model tiny-llama --preset tiny --steps 1 --arms none,moe --sampler fast
 
