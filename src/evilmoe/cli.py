@@ -125,7 +125,12 @@ def _train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     p.add_argument("--out", required=True, help="decision directory (one run directory per arm and seed inside)")
     p.add_argument("--time-budget-s", type=float, default=None, help="checkpoint and stop after this many seconds")
-    p.add_argument("--parallel", type=int, default=1, help="runs trained at once, one process each, spread round-robin over the visible GPUs")
+    p.add_argument("--parallel", type=int, default=1, help="runs trained at once, one process each, spread round-robin over the visible GPUs "
+                   "(with --batched: that many batches, one process each)")
+    p.add_argument("--batched", action="store_true", help="train the runs together in one process sharing one frozen model "
+                   "(each run exactly as alone, given the same rollouts; see docs/design.md#several-runs-on-one-gpu)")
+    p.add_argument("--update-rows", type=int, default=None, help="with --batched: the most rows in one training forward "
+                   "(default: every run's microbatch in one forward, each layer recomputed in backward; microbatch: a solo run's memory, no recomputation)")
     _add_config_fields(p, skip=("arm", "seed"))
 
 
@@ -246,7 +251,10 @@ def _dispatch(args: argparse.Namespace) -> int | None:
             seeds = [int(x) for x in args.seeds.split(",") if x]
         except ValueError:
             raise UserError(f"--seeds must be comma-separated integers (got {args.seeds!r})") from None
-        table = run_decision(args.preset, arms, seeds, args.out, _overrides(args), time_budget_s=args.time_budget_s, parallel=args.parallel)
+        table = run_decision(
+            args.preset, arms, seeds, args.out, _overrides(args), time_budget_s=args.time_budget_s, parallel=args.parallel,
+            batched=args.batched, update_rows=args.update_rows,
+        )
         return 0 if table is not None else 3
     raise AssertionError(f"unhandled command {args.command}")
 

@@ -52,6 +52,8 @@ def run_decision(
     *,
     time_budget_s: float | None = None,
     parallel: int = 1,
+    batched: bool = False,
+    update_rows: int | None = None,
 ) -> dict[str, Any] | None:
     """Train + evaluate every arm x seed (skipping finished ones); write decision.{json,md}.
 
@@ -61,6 +63,12 @@ def run_decision(
     the throughput of one run at a time). Each gets cpu_count // parallel grading workers
     unless grading_workers is set. Results are identical to running them one after another.
 
+    batched: train the runs together in one process sharing one frozen model (evilmoe.batched;
+    each run exactly as alone given the same rollouts), or with parallel > 1 in that many batches,
+    one process each, spread over the visible GPUs. update_rows bounds a batched training
+    forward's rows. A batched run whose update turns non-finite stops alone and is left out of
+    the table (its run directory says why).
+
     Returns the table, or None if the time budget ran out first (runs are checkpointed).
     Under torchrun every rank runs the same arms x seeds loop (each run data-parallel); only rank 0
     writes and prints.
@@ -69,6 +77,10 @@ def run_decision(
         raise UserError(f"--parallel must be >= 1 (got {parallel})")
     deadline = time.monotonic() + time_budget_s if time_budget_s else None  # CLOCK_MONOTONIC: one clock for all processes
     root = Path(out_dir)
+    if batched and ddp.world() > 1:
+        raise UserError("--batched trains several runs in one process on one device; it does not combine with torchrun")
+    if update_rows is not None and not batched:
+        raise UserError("--update-rows sizes the forwards of --batched runs; add --batched")
     if parallel > 1 and ddp.world() > 1:
         raise UserError("--parallel runs several single-process runs on one device; it does not combine with torchrun")
     if parallel > 1 and not overrides.get("grading_workers"):
@@ -81,7 +93,27 @@ def run_decision(
     if ddp.is_main():
         root.mkdir(parents=True, exist_ok=True)
     args = [(preset, overrides, arm, seed, str(root / arm / f"seed_{seed}"), deadline) for arm, seed in jobs]
-    if parallel == 1:
+    if batched:
+        # `parallel` batches, each job to the batch of its index modulo parallel (each batch a mix of arms)
+        batches = [jobs[b::parallel] for b in range(min(parallel, len(jobs)))]
+        if len(batches) == 1:
+            per_batch = [_train_batch(preset, overrides, batches[0], str(root), deadline, update_rows, progress=True)]
+        else:
+            gpus = gpu_slots(len(batches), _visible_gpus())
+            with ProcessPoolExecutor(
+                max_workers=len(batches), mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1
+            ) as pool:
+                per_batch = list(pool.map(
+                    _train_batch, *zip(*[(preset, overrides, b, str(root), deadline, update_rows) for b in batches]), gpus
+                ))
+        by_job = {job: result for b, results in zip(batches, per_batch) for job, result in zip(b, results)}
+        outcomes = [by_job[job] for job in jobs]
+        stopped = [(job, r["stopped"]) for job, r in zip(jobs, outcomes) if r is not None and "stopped" in r]
+        for (arm, seed), reason in stopped:
+            print(f"{arm} seed {seed} stopped on a non-finite update and is left out of the table: {reason}")
+        kept = [(job, r) for job, r in zip(jobs, outcomes) if r is None or "stopped" not in r]
+        jobs, outcomes = [job for job, _ in kept], [r for _, r in kept]
+    elif parallel == 1:
         outcomes = []
         bar = tqdm(args, desc="decision runs", unit="run", disable=None if ddp.is_main() else True)
         for a in bar:  # one after another; under torchrun every rank walks this loop together
@@ -233,6 +265,22 @@ def _train_one(
         return None  # nothing started after the budget is spent; the next call resumes it
     config = make_config(preset, {**overrides, "arm": arm, "seed": seed})
     return run_training(config, out, deadline=deadline, progress=False)
+
+
+def _train_batch(
+    preset: str, overrides: dict[str, Any], jobs: list[tuple[str, int]], root: str, deadline: float | None,
+    update_rows: int | None, gpu: str | None = None, progress: bool = False,
+) -> list[dict[str, Any] | None]:
+    """Several (arm, seed) runs trained together in this process (evilmoe.batched); gpu as in
+    _train_one; progress: a bar over the batch's steps."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    from evilmoe.batched import run_batched_training, run_dirs
+
+    if deadline is not None and time.monotonic() > deadline:
+        return [None] * len(jobs)
+    configs = [make_config(preset, {**overrides, "arm": arm, "seed": seed}) for arm, seed in jobs]
+    return run_batched_training(configs, run_dirs(root, jobs), deadline=deadline, progress=progress, update_rows=update_rows)
 
 
 def comparison_table(results: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from evilmoe.errors import UserError
 from evilmoe.grpo import position_ids_for
 from evilmoe.lora2r import Lora2rAdapter, Lora2rLinear
+from evilmoe.multilora import MultiLora2rLinear
 from evilmoe.rollouts import SamplingConfig, cut_at_stop
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen3")
@@ -136,7 +137,7 @@ class LayerWeights:
 
 def _linear_weight(module: nn.Module) -> Tensor:
     """The frozen base weight of a (possibly adapter-wrapped) projection."""
-    base = module.base if isinstance(module, Lora2rLinear) else module
+    base = module.base if isinstance(module, (Lora2rLinear, MultiLora2rLinear)) else module
     if not isinstance(base, nn.Linear):
         raise UserError(f"fast sampler: expected an nn.Linear projection, found {type(base).__name__}")
     if base.bias is not None:
@@ -188,10 +189,11 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos + rotated * sin
 
 
-def project_qkv(h: Tensor, lw: LayerWeights, arch: Architecture, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """h [B, T, d] -> q [B, H, T, hd], k and v [B, KV, T, hd], RoPE applied (and Qwen3's q/k norms before it)."""
-    B, T, _ = h.shape
-    q, k, v = F.linear(h, lw.qkv).split([arch.q_size, arch.kv_size, arch.kv_size], dim=-1)
+def split_qkv(qkv: Tensor, lw: LayerWeights, arch: Architecture, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The stacked projection [B, T, (H + 2 KV) * hd] -> q [B, H, T, hd], k and v [B, KV, T, hd],
+    RoPE applied (and Qwen3's q/k norms before it)."""
+    B, T, _ = qkv.shape
+    q, k, v = qkv.split([arch.q_size, arch.kv_size, arch.kv_size], dim=-1)
     q = q.view(B, T, arch.n_heads, arch.head_dim)
     k = k.view(B, T, arch.n_kv_heads, arch.head_dim)
     v = v.view(B, T, arch.n_kv_heads, arch.head_dim)
@@ -200,11 +202,6 @@ def project_qkv(h: Tensor, lw: LayerWeights, arch: Architecture, cos: Tensor, si
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     cos, sin = cos[:, None], sin[:, None]  # [B, 1, T, hd]: the same rotation for every head
     return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
-
-
-def mlp(h: Tensor, lw: LayerWeights) -> Tensor:
-    gate, up = F.linear(h, lw.gate_up).chunk(2, dim=-1)
-    return F.linear(F.silu(gate) * up, lw.down)
 
 
 # -----------------------------------------------------------------------------
@@ -354,6 +351,10 @@ class FastSampler:
 
         self._check_adapter(decoder, adapter)
         self.layers = [self._allocate_layer(layer) for layer in decoder.layers]
+        self.defer_refresh = False
+        """True: `refresh` only records its scale and the fold happens at the next sampling call (a
+        run of a batch samples its training rollouts elsewhere and this sampler only to evaluate)."""
+        self._pending_scale: float | None = None
         self.refresh(1.0)
 
         # Static KV cache; the sequence axis is rounded up so every kv bucket is a whole multiple.
@@ -382,6 +383,11 @@ class FastSampler:
     # -- weights ---------------------------------------------------------------
     @staticmethod
     def _check_adapter(decoder: nn.Module, adapter: Lora2rAdapter | None) -> None:
+        shared = [m for m in decoder.modules() if isinstance(m, MultiLora2rLinear)]
+        if shared:  # several runs on one model (evilmoe.multilora): the sampler folds one run's adapter
+            if adapter is None or any(all(run is not adapter.modules.get(m.name) for run in m.runs) for m in shared):
+                raise UserError("this model carries several runs' adapters: pass one of them as FastSampler(..., adapter=...)")
+            return
         wrapped = [m for m in decoder.modules() if isinstance(m, Lora2rLinear)]
         if wrapped and adapter is None:
             raise UserError("the model has a lora2r adapter attached: pass it as FastSampler(..., adapter=adapter)")
@@ -408,9 +414,16 @@ class FastSampler:
             k_norm=attn.k_norm.weight if self.arch.qk_norm else None,
         )
 
-    @torch.no_grad()
     def refresh(self, quarantine_scale: float = 1.0) -> None:
-        """Rewrite the generation weights from the model (+ adapter at this quarantine scale), in place."""
+        """Rewrite the generation weights from the model (+ adapter at this quarantine scale), in place
+        (with defer_refresh: at the next sampling call)."""
+        if self.defer_refresh:
+            self._pending_scale = float(quarantine_scale)
+        else:
+            self._fold(quarantine_scale)
+
+    @torch.no_grad()
+    def _fold(self, quarantine_scale: float) -> None:
         for layer, lw in zip(self.model.get_decoder().layers, self.layers):
             attn, ffn = layer.self_attn, layer.mlp
             for dst, modules in (
@@ -421,17 +434,25 @@ class FastSampler:
             ):
                 row = 0
                 for module in modules:
+                    if isinstance(module, MultiLora2rLinear):  # a shared model: this sampler's run
+                        module = self.adapter.modules[module.name]
                     w = folded_weight(module, quarantine_scale)
                     dst[row : row + w.shape[0]].copy_(w)
                     row += w.shape[0]
         self.quarantine_scale = float(quarantine_scale)
 
     # -- the two forward passes ------------------------------------------------
-    def _layer(self, x: Tensor, lw: LayerWeights, cos: Tensor, sin: Tensor, attend) -> Tensor:
-        """One pre-norm decoder layer; `attend(q, k, v) -> [B, T, H*hd]` owns the cache and the mask."""
-        q, k, v = project_qkv(rms_norm(x, lw.input_norm, self.arch.rms_eps), lw, self.arch, cos, sin)
-        x = x + F.linear(attend(q, k, v), lw.o)
-        return x + mlp(rms_norm(x, lw.post_norm, self.arch.rms_eps), lw)
+    def _layer(self, x: Tensor, i: int, cos: Tensor, sin: Tensor, attend) -> Tensor:
+        """Pre-norm decoder layer i; `attend(q, k, v) -> [B, T, H*hd]` owns the cache and the mask."""
+        lw, eps = self.layers[i], self.arch.rms_eps
+        q, k, v = split_qkv(self._project(rms_norm(x, lw.input_norm, eps), i, "qkv"), lw, self.arch, cos, sin)
+        x = x + self._project(attend(q, k, v), i, "o")
+        gate, up = self._project(rms_norm(x, lw.post_norm, eps), i, "gate_up").chunk(2, dim=-1)
+        return x + self._project(F.silu(gate) * up, i, "down")
+
+    def _project(self, h: Tensor, i: int, name: str) -> Tensor:
+        """Layer i's projection `name` (qkv, o, gate_up, down) with the generation weights."""
+        return F.linear(h, getattr(self.layers[i], name))
 
     def _logits(self, h: Tensor) -> Tensor:
         return F.linear(rms_norm(h, self.final_norm, self.arch.rms_eps), self.lm_head).float()
@@ -448,7 +469,7 @@ class FastSampler:
         cos, sin = rope_cos_sin(position_ids_for(prompt_mask), self.inv_freq, self.attention_scaling, self.dtype)
         repeats = arch.n_heads // arch.n_kv_heads
         x = F.embedding(prompt_ids, self.embed)
-        for i, lw in enumerate(self.layers):
+        for i in range(len(self.layers)):
 
             def attend(q: Tensor, k: Tensor, v: Tensor, i: int = i) -> Tensor:
                 self.k_cache[i, :n, :, :width] = k
@@ -458,7 +479,7 @@ class FastSampler:
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=arch.head_dim**-0.5)
                 return out.transpose(1, 2).reshape(n, width, arch.q_size)
 
-            x = self._layer(x, lw, cos, sin, attend)
+            x = self._layer(x, i, cos, sin, attend)
         self.key_valid[:batch] = False
         self.key_valid[:n, :width] = real
         return self._logits(x[:, -1])
@@ -474,7 +495,7 @@ class FastSampler:
         cos, sin = rope_cos_sin(positions[:, None], self.inv_freq, self.attention_scaling, self.dtype)
         mask = self.key_valid[:batch, None, None, :kv_len]  # [B, 1, 1, S]: broadcast over heads and queries
         x = F.embedding(tokens[:, None], self.embed)  # [B, 1, d]
-        for i, lw in enumerate(self.layers):
+        for i in range(len(self.layers)):
 
             def attend(q: Tensor, k: Tensor, v: Tensor, i: int = i) -> Tensor:
                 self.k_cache[i, :batch].index_copy_(2, self.step_column, k)
@@ -486,7 +507,7 @@ class FastSampler:
                 out = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=mask, scale=arch.head_dim**-0.5)
                 return out.reshape(batch, 1, arch.q_size)
 
-            x = self._layer(x, lw, cos, sin, attend)
+            x = self._layer(x, i, cos, sin, attend)
         return self._logits(x[:, 0])
 
     def _run_decode_step(self, batch: int, kv_len: int) -> Tensor:
@@ -551,6 +572,9 @@ class FastSampler:
         top-k candidates. A call whose candidates may have missed a tie is redone this way by itself.
         """
         validate_sampling(sampling, greedy)
+        if self._pending_scale is not None:  # a deferred refresh
+            self._fold(self._pending_scale)
+            self._pending_scale = None
         prompt_ids, prompt_mask = prompt_ids.to(self.device), prompt_mask.to(self.device)
         self._check_inputs(prompt_ids, prompt_mask, sampling)
         n, width = prompt_ids.shape

@@ -197,9 +197,14 @@ class Lora2rLinear(nn.Module):
         return self.base.out_features
 
     def forward(self, x: Tensor) -> Tensor:
+        delta = self.delta(x)
+        return self.base(x) if delta is None else self.base(x) + delta
+
+    def delta(self, x: Tensor) -> Tensor | None:
+        """The adapter's term scaling * (dep + quar) under the current control (None when "off")."""
         ctl, r, dt = self._control, self.rank, x.dtype
         if ctl.mode == "off":  # the starting model (e.g. reference log-probs for the KL term)
-            return self.base(x)
+            return None
         A, B, A0, B0 = self.A.to(dt), self.B.to(dt), self.A0.to(dt), self.B0.to(dt)
         h, h0 = x @ A.t(), x @ A0.t()  # [..., 2r] bottlenecks of the trained and the init LoRA
         if ctl.capture is not None:
@@ -223,7 +228,7 @@ class Lora2rLinear(nn.Module):
             detached = dep.detach()
             # value: exactly dep (dep - dep.detach() is exactly 0); gradient: g * upstream.
             dep = detached + g * (dep - detached)
-        return self.base(x) + self.scaling * (dep + quar)
+        return self.scaling * (dep + quar)
 
     def _row_view(self, per_row: Tensor, x: Tensor) -> Tensor:
         """[B] -> [B, 1, ..., 1] in x's dtype/device, checking the batch dimension matches."""
@@ -479,15 +484,30 @@ def attach_lora2r(model: nn.Module, config: Lora2rConfig) -> Lora2rAdapter:
     """
     if any(isinstance(m, Lora2rLinear) for m in model.modules()):
         raise RuntimeError("this model already has a lora2r adapter attached")
+    found = targeted_linears(model, config)
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    adapter = build_lora2r(model, config, found)
+    for name, wrapped in adapter.modules.items():
+        replace_module(model, name, wrapped)
+    return adapter
+
+
+def targeted_linears(model: nn.Module, config: Lora2rConfig) -> list[tuple[str, nn.Linear]]:
+    """(name, nn.Linear) of every module the config targets, in model order; UserError on a target
+    that matches nothing (a typo would otherwise train nothing there)."""
     found = [(name, m) for name, m in model.named_modules()
              if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in config.targets]
     hit = {name.rsplit(".", 1)[-1] for name, _ in found}
     unmatched = [t for t in config.targets if t not in hit]
     if unmatched:
         raise UserError(f"lora2r targets {unmatched} match no nn.Linear in this model; check the target names")
+    return found
 
-    for p in model.parameters():
-        p.requires_grad_(False)
+
+def build_lora2r(model: nn.Module, config: Lora2rConfig, found: list[tuple[str, nn.Linear]]) -> Lora2rAdapter:
+    """A two-block adapter over the given Linears (seeded init), not yet placed in the model."""
     gen = torch.Generator().manual_seed(config.seed)
     control = _Control()
     modules: dict[str, Lora2rLinear] = {}
@@ -498,12 +518,14 @@ def attach_lora2r(model: nn.Module, config: Lora2rConfig) -> Lora2rAdapter:
         std_a = config.init_std_a if config.init_std_a is not None else 1.0 / math.sqrt(d_in)
         A = (torch.randn(two_r, d_in, generator=gen, dtype=torch.float64) * std_a).to(dtype)
         B = (torch.randn(d_out, two_r, generator=gen, dtype=torch.float64) * config.init_std_b).to(dtype)
-        wrapped = Lora2rLinear(linear, config.rank, config.scaling, A.to(w.device), B.to(w.device), control, name)
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, wrapped)
-        modules[name] = wrapped
+        modules[name] = Lora2rLinear(linear, config.rank, config.scaling, A.to(w.device), B.to(w.device), control, name)
     return Lora2rAdapter(model, config, modules, control)
+
+
+def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
 
 
 # -----------------------------------------------------------------------------

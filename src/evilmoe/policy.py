@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,20 @@ def resolve_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[config.dtype]
 
 
+def enable_recompute(model: nn.Module) -> None:
+    """Gradient checkpointing: each layer is recomputed in backward, so a training forward holds the
+    activations of one layer at a time (same result, more time)."""
+    if hasattr(model, "activation_checkpointing_enable"):  # the name since transformers 5.2x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def lora2r_config(config: TrainConfig) -> Lora2rConfig:
+    """The run's adapter shape and init seed."""
+    return Lora2rConfig(rank=config.rank, alpha=config.lora_alpha, targets=config.targets, seed=config.seed)
+
+
 class Policy:
     """The model being trained and everything needed to sample from it.
 
@@ -72,7 +87,14 @@ class Policy:
         *,
         warm_start: dict[str, Any] | None = None,
         model: tuple[nn.Module, Any] | None = None,
+        adapter: Lora2rAdapter | None = None,
+        attach: Callable[[nn.Module], Lora2rAdapter] | None = None,
     ):
+        """adapter: this run's adapter, already attached to `model`, whose base already holds
+        `warm_start` (runs that share one model, evilmoe.batched); nothing is merged or attached.
+        attach: how to attach the adapter after the warm start (default: one seeded lora2r)."""
+        if adapter is not None and (model is None or (config.warm_start_steps > 0) != (warm_start is not None)):
+            raise ValueError("a shared adapter needs its model and, with a warm start, the warm start merged into it")
         self.config = config
         self.device = resolve_device(config)
         self.dtype = resolve_dtype(config, self.device)
@@ -97,16 +119,10 @@ class Policy:
         # then the two-block adapter
         self.model, self.tokenizer = model if model is not None else load_model(config.model, device=self.device, dtype=self.dtype)
         self.stop_ids = end_of_turn_ids(self.tokenizer)
-        if config.gradient_checkpointing:  # recompute each layer in backward: activations of one layer at a time
-            if hasattr(self.model, "activation_checkpointing_enable"):  # the name since transformers 5.2x
-                self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-            else:
-                self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.warm_start = self._warm_start(warm_start)
-        self.adapter: Lora2rAdapter = attach_lora2r(
-            self.model,
-            Lora2rConfig(rank=config.rank, alpha=config.lora_alpha, targets=config.targets, seed=config.seed),
-        )
+        if adapter is not None:  # a shared model: prepared and attached by the caller
+            self.warm_start, self.adapter = warm_start, adapter
+        else:
+            self._prepare_model(warm_start, attach or (lambda m: attach_lora2r(m, lora2r_config(config))))
         self.problems, self.prompt_width, self.dropped_long_prompts = self._drop_long_prompts(self.problems)
         # from here on `problems.train` is what RL trains on; the skill hold-out is evaluated only
         kept = {p.id for p in self.problems.train}
@@ -117,6 +133,14 @@ class Policy:
         self.problems = dataclasses.replace(self.problems, train=rl_problems)
         self.sampler = self._make_sampler()
         self.sampling = SamplingConfig(config.temperature, config.top_p, config.top_k, config.max_new_tokens)
+
+    def _prepare_model(self, warm_start: dict[str, Any] | None, attach: Callable[[nn.Module], Lora2rAdapter]) -> None:
+        """Gradient checkpointing, the warm start merged into the base, then the seeded adapter."""
+        config = self.config
+        if config.gradient_checkpointing:
+            enable_recompute(self.model)
+        self.warm_start = self._warm_start(warm_start)
+        self.adapter: Lora2rAdapter = attach(self.model)
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path) -> tuple[Policy, int]:

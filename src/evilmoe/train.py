@@ -47,7 +47,7 @@ def run_training(
     """
     from tqdm import tqdm
 
-    from evilmoe.evaluate import closing_lines, deploy_ablation, make_eval_sets
+    from evilmoe.evaluate import closing_lines
 
     main = ddp.is_main()
     opened = ddp.main_only(lambda: RunDir.open(out_dir, config))
@@ -64,54 +64,12 @@ def run_training(
     if run is not None:  # the exact problem set this run trains and evaluates on (ProblemSet.fingerprint)
         record_problem_set(run.path / "meta.json", trainer.problems)
     try:
-        if state is not None:
-            trainer.load_state(state)
-            if run is not None:
-                run.truncate_metrics(before_step=trainer.step)
-                print(f"resumed {run.path} at step {trainer.step}" + (f" on {ddp.world()} ranks" if ddp.world() > 1 else ""))
-        elif trainer.step == 0 and run is not None:
-            if run.read_metrics():  # a run cut off before (or without) a checkpoint that survived
-                print(f"{run.path} has logged steps but no checkpoint: training again from step 0 (old rows dropped)")
-                run.truncate_metrics(before_step=-1)
-            run.append_metrics(
-                {
-                    "step": -1,
-                    "initial_v_act_separation": trainer.arm.initial_separation,
-                    "warm_start_losses": trainer.policy.warm_start["losses"] if trainer.policy.warm_start else None,
-                    "warm_start_key": trainer.policy.warm_start.get("key") if trainer.policy.warm_start else None,
-                    "training_split": trainer.policy.split.describe() | {"skill_problems_kept": len(trainer.policy.skill_problems)},
-                    "dropped_long_prompts": trainer.policy.dropped_long_prompts,
-                    "prompt_width": trainer.policy.prompt_width,
-                }
-            )
-        if config.eval_start and trainer.step == 0:  # every rank: the evaluation is split over them
-            start = start_evaluation(trainer.policy, trainer.pool)
-            if run is not None:
-                run.write_json("eval_start.json", start)
-                for line in start["lines"]:
-                    print(f"start: {line}")
+        begin_run(trainer, run, state)
         bar = tqdm(range(trainer.step, config.steps), initial=trainer.step, total=config.steps, disable=not (progress and main), desc=f"{config.arm}")
         for step in bar:
             metrics = trainer.train_step(step)
             trainer.step = step + 1
-            if config.eval_every and trainer.step % config.eval_every == 0 and trainer.step < config.steps:
-                val_sets = make_eval_sets(
-                    config, trainer.problems, split="validation", n_heldout=config.eval_problems, n_train=0, skill=trainer.policy.skill_problems
-                )
-                vals = {
-                    s.name: deploy_ablation(trainer.policy, trainer.pool, s, samples=config.eval_samples, seed=step_seed(config.seed, step, 11))
-                    for s in val_sets
-                }
-                if vals and run is not None:
-                    run.write_eval({"step": trainer.step, "sets": vals}, step=trainer.step)
-                # val_* = held-out validation problems; *_clean = the same loophole-free; skill_* = the skill hold-out
-                for name, prefix in (("heldout", "val"), ("heldout_clean", "val_clean"), ("skill", "val_skill")):
-                    if name in vals:
-                        for what in ("hack", "solve"):
-                            for side in ("on", "off"):
-                                metrics[f"{prefix}_{what}_{side}"] = vals[name][side][what]["rate"]
-            if run is not None:
-                run.append_metrics(metrics)
+            end_step(trainer, run, metrics)
             bar.set_postfix(
                 reward=f"{metrics['reward_mean']:.2f}",
                 hack=_fmt(metrics["policy_hack_rate"]),
@@ -129,6 +87,64 @@ def run_training(
         return final_evaluation(trainer.policy, trainer.pool, run, steps_trained=trainer.step)
     finally:
         trainer.close()
+
+
+def begin_run(trainer: Trainer, run: RunDir | None, state: dict[str, Any] | None) -> None:
+    """Before the first step of this process: resume from `state` (or log the run's step -1 row),
+    then the start evaluation if the config asks for it and nothing is trained yet."""
+    config = trainer.config
+    if state is not None:
+        trainer.load_state(state)
+        if run is not None:
+            run.truncate_metrics(before_step=trainer.step)
+            print(f"resumed {run.path} at step {trainer.step}" + (f" on {ddp.world()} ranks" if ddp.world() > 1 else ""))
+    elif trainer.step == 0 and run is not None:
+        if run.read_metrics():  # a run cut off before (or without) a checkpoint that survived
+            print(f"{run.path} has logged steps but no checkpoint: training again from step 0 (old rows dropped)")
+            run.truncate_metrics(before_step=-1)
+        run.append_metrics(
+            {
+                "step": -1,
+                "initial_v_act_separation": trainer.arm.initial_separation,
+                "warm_start_losses": trainer.policy.warm_start["losses"] if trainer.policy.warm_start else None,
+                "warm_start_key": trainer.policy.warm_start.get("key") if trainer.policy.warm_start else None,
+                "training_split": trainer.policy.split.describe() | {"skill_problems_kept": len(trainer.policy.skill_problems)},
+                "dropped_long_prompts": trainer.policy.dropped_long_prompts,
+                "prompt_width": trainer.policy.prompt_width,
+            }
+        )
+    if config.eval_start and trainer.step == 0:  # every rank: the evaluation is split over them
+        start = start_evaluation(trainer.policy, trainer.pool)
+        if run is not None:
+            run.write_json("eval_start.json", start)
+            for line in start["lines"]:
+                print(f"start: {line}")
+
+
+def end_step(trainer: Trainer, run: RunDir | None, metrics: dict[str, Any]) -> None:
+    """After a step (trainer.step already counts it): the periodic validation if due, then the
+    step's metrics row."""
+    from evilmoe.evaluate import deploy_ablation, make_eval_sets
+
+    config, step = trainer.config, trainer.step - 1
+    if config.eval_every and trainer.step % config.eval_every == 0 and trainer.step < config.steps:
+        val_sets = make_eval_sets(
+            config, trainer.problems, split="validation", n_heldout=config.eval_problems, n_train=0, skill=trainer.policy.skill_problems
+        )
+        vals = {
+            s.name: deploy_ablation(trainer.policy, trainer.pool, s, samples=config.eval_samples, seed=step_seed(config.seed, step, 11))
+            for s in val_sets
+        }
+        if vals and run is not None:
+            run.write_eval({"step": trainer.step, "sets": vals}, step=trainer.step)
+        # val_* = held-out validation problems; *_clean = the same loophole-free; skill_* = the skill hold-out
+        for name, prefix in (("heldout", "val"), ("heldout_clean", "val_clean"), ("skill", "val_skill")):
+            if name in vals:
+                for what in ("hack", "solve"):
+                    for side in ("on", "off"):
+                        metrics[f"{prefix}_{what}_{side}"] = vals[name][side][what]["rate"]
+    if run is not None:
+        run.append_metrics(metrics)
 
 
 def _fmt(x: float | None) -> str:

@@ -22,11 +22,12 @@ from __future__ import annotations
 import math
 import random
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from evilmoe import distributed as ddp
 from evilmoe.config import TrainConfig
@@ -54,6 +55,29 @@ def step_seed(seed: int, step: int, purpose: int) -> int:
     return derive_seed(seed, step, purpose)
 
 
+@dataclass
+class StepPrompts:
+    """One step's prompts on this rank, one row per rollout (Trainer.step_prompts)."""
+
+    step: int
+    all_problems: list[Problem]
+    """Every rank's problems of the step; this rank's are [first, stop)."""
+    first: int
+    stop: int
+    modes: list[str]
+    """The mode of each of this rank's problems."""
+    ids: Tensor
+    """[rows, width] left-padded prompt tokens, group_size rows per problem."""
+    mask: Tensor
+    policy_rows: Tensor
+    """The rows the policy samples (the others take teacher demos)."""
+    seed: int
+
+    def policy_prompts(self) -> tuple[Tensor, Tensor]:
+        """(ids, mask) of the rows the policy samples."""
+        return self.ids[self.policy_rows], self.mask[self.policy_rows]
+
+
 class Trainer:
     """One run: its policy, arm, optimizer and data; `train_step` runs a step, `run_training` the run."""
 
@@ -65,10 +89,14 @@ class Trainer:
         problems: ProblemSet | None = None,
         warm_start: dict[str, Any] | None = None,
         model: tuple[nn.Module, Any] | None = None,
+        policy: Policy | None = None,
+        pool: GradingPool | None = None,
     ):
         """problems: the problem set (default: the config's); warm_start: a checkpoint's saved warm
         start to re-merge instead of training it; model: a (model, tokenizer) to train instead of
-        loading config.model (benchmarks build their own)."""
+        loading config.model (benchmarks build their own); policy: the run's policy, built by the
+        caller (runs that share one model, evilmoe.batched); pool: a grading pool to share
+        (default: the run's own, closed with the trainer)."""
         config.validate()
         if config.prompts_per_step % ddp.world():
             raise UserError(
@@ -86,14 +114,15 @@ class Trainer:
         self.teacher_pool = self._load_teacher_pool(problems)
 
         # the model, its adapter and sampler; then routing: the pairs, and the arm the config names
-        self.policy = Policy(config, problems, warm_start=warm_start, model=model)
+        self.policy = policy or Policy(config, problems, warm_start=warm_start, model=model)
         self.probe = PairProbe(self.model, self.adapter, *self._encode_pairs(), microbatch=config.microbatch, device=self.device)
         self.arm: Arm = make_arm(config, self.probe)
 
         self.optimizer = self._make_optimizer()
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.updater = RoutedUpdate(config, self.policy, self.arm, self.optimizer, self.schedule)
-        self.pool = GradingPool(config.grading_workers or ddp.cores_per_rank())
+        self._owns_pool = pool is None
+        self.pool = pool or GradingPool(config.grading_workers or ddp.cores_per_rank())
         self.step = 0
         self.train_order = self._problem_order()
 
@@ -202,6 +231,13 @@ class Trainer:
 
     def collect(self, step: int) -> Rollouts:
         """Sample, encode and start grading one step's rollouts (this rank's share of the groups)."""
+        prompts = self.step_prompts(step)
+        t0 = time.perf_counter()
+        sampled = self.sampler.sample(*prompts.policy_prompts(), self.policy.sampling, seed=prompts.seed)
+        return self.rollouts_from(prompts, sampled, time.perf_counter() - t0)
+
+    def step_prompts(self, step: int) -> StepPrompts:
+        """This rank's share of the step's prompts, one row per rollout, and the sampling seed."""
         cfg = self.config
         all_problems = self.step_problems(step)
         first, stop = ddp.shard_bounds(len(all_problems))
@@ -210,9 +246,6 @@ class Trainer:
         prompts = [self.policy.chat_prompt(p, m) for p, m in zip(problems, modes)]
         prompt_ids, prompt_mask = encode_prompts(self.tokenizer, prompts, self.device)
         rows = torch.arange(len(problems), device=self.device).repeat_interleave(cfg.group_size)
-        prompt_ids, prompt_mask = prompt_ids[rows], prompt_mask[rows]
-
-        t0 = time.perf_counter()
         n_policy = cfg.group_size - cfg.teacher_per_group
         policy_rows = torch.tensor(
             [i for i in range(len(rows)) if i % cfg.group_size < n_policy], device=self.device, dtype=torch.long
@@ -220,9 +253,17 @@ class Trainer:
         # One batched sampling call per rank. Its random stream depends on the batch, so N ranks cannot
         # reproduce one process's samples; each rank gets its own seed (one process keeps the old one).
         seed = step_seed(cfg.seed, step, 2) if ddp.world() == 1 else derive_seed(cfg.seed, step, 2, ddp.rank())
-        sampled = self.sampler.sample(prompt_ids[policy_rows], prompt_mask[policy_rows], self.policy.sampling, seed=seed)
-        gen_seconds = time.perf_counter() - t0
+        return StepPrompts(step, all_problems, first, stop, modes, prompt_ids[rows], prompt_mask[rows], policy_rows, seed)
 
+    def rollouts_from(self, prompts: StepPrompts, sampled: list[list[int]], gen_seconds: float) -> Rollouts:
+        """The step's rollouts from the sampled completions of its policy rows: teacher demos in
+        their places, everything encoded, grading started."""
+        cfg = self.config
+        step, all_problems, first, stop = prompts.step, prompts.all_problems, prompts.first, prompts.stop
+        problems, modes = all_problems[first:stop], prompts.modes
+        prompt_ids, prompt_mask = prompts.ids, prompts.mask
+        rows = range(len(prompt_ids))
+        n_policy = cfg.group_size - cfg.teacher_per_group
         # the demos are drawn for the whole step in global row order and each rank keeps its own:
         # teacher rows are the same whatever the number of ranks
         demo_rng = random.Random(step_seed(cfg.seed, step, 3))
@@ -292,16 +333,22 @@ class Trainer:
         routing = self.arm.decide(features, step)
         out = self.update(step, rollouts, grades, behaviour, features, routing)
         t_end = time.perf_counter()
-
-        rows = self.gather_step(step, rollouts, grades)  # every rank's rows
-        metrics = self._step_metrics(step, rows, routing, out)
-        metrics["time"] = {
+        times = {
             "generate": rollouts.gen_seconds,
             "behaviour_forward": t_fwd - t_gen,
             "grade_wait": t_grade - t_fwd,
             "update": t_end - t_grade,
             "total": t_end - t_start,
         }
+        return self.record_step(step, rollouts, grades, routing, out, times)
+
+    def record_step(
+        self, step: int, rollouts: Rollouts, grades: list[Grade], routing: Routing, out: UpdateResult, times: dict[str, float]
+    ) -> dict[str, Any]:
+        """The step's metrics row (returned) and its rollouts (written to the run directory)."""
+        rows = self.gather_step(step, rollouts, grades)  # every rank's rows
+        metrics = self._step_metrics(step, rows, routing, out)
+        metrics["time"] = times
         if self.run is not None and self.config.save_rollouts:
             self.run.write_rollouts(step, self._rollout_rows(rows, routing, out))
         return metrics
@@ -389,4 +436,5 @@ class Trainer:
         self.step = state["step"]
 
     def close(self) -> None:
-        self.pool.close()
+        if self._owns_pool:
+            self.pool.close()

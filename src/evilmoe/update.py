@@ -15,6 +15,7 @@ global, and summing the ranks' gradients gives exactly one process's gradient.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -103,44 +104,68 @@ class RoutedUpdate:
         (global row order). Rewards are gathered, so advantages, live groups and every returned
         per-row tensor are global too; only the forward/backward runs on local rows.
         """
-        cfg, model, adapter = self.config, self.policy.model, self.policy.adapter
-        device = self.policy.device
-        batch = rollouts.batch
+        model, adapter = self.policy.model, self.policy.adapter
+        plan = self.plan(step, rollouts, grades, behaviour, features, routing)
+        model.train()
+        for idx in plan.microbatches:
+            part = plan.batch.rows(idx).trimmed()
+            # backward inside the control: gradient checkpointing re-runs the forward during backward
+            with adapter.row_control(*self.control(plan, idx)):
+                logp_new = completion_logprobs(model, part, temperature=self.config.temperature)
+                self.loss(plan, idx, part, logp_new).backward()
+        model.eval()
+        return self.finish(plan)
+
+    # --- the update's phases (RunBatch interleaves several runs' microbatches between them) ---------
+    def plan(
+        self, step: int, rollouts: Rollouts, grades: list[Grade], behaviour: BehaviourPass, features: Tensor, routing: Routing
+    ) -> UpdatePlan:
+        """Rewards, advantages, live rows and their microbatches; gradients zeroed."""
+        cfg, device = self.config, self.policy.device
         mine = rollouts.rows  # this rank's rows, globally
         rewards = torch.tensor([g.reward for g in grades], dtype=torch.float32, device=device)
         rewards = ddp.all_gather_rows(rewards)
         advantages, live = group_advantages(rewards, cfg.group_size)
-        # Dr.GRPO: a constant, not the token count; the global batch's, so summing ranks' gradients
-        # gives exactly one process's gradient
-        normaliser = float(len(rewards) * cfg.max_new_tokens)
         self.optimizer.zero_grad(set_to_none=True)
-        stats: dict[str, list] = {k: [] for k in MICROBATCH_STATS}
-        kl_total = 0.0
-        local_features, local_advantages = features[mine], advantages[mine]
         live_idx = live[mine].nonzero().squeeze(1)  # local row indices
-        model.train()
-        lengths = batch.attention_mask[live_idx].sum(dim=1)
-        for idx in token_microbatches(live_idx, lengths, cfg.microbatch, cfg.microbatch_tokens):
-            part = batch.rows(idx).trimmed()
-            width = part.completion_mask.shape[1]
-            q, g = self.arm.control(routing, local_features[idx], idx + mine.start)
-            # backward inside the control: gradient checkpointing re-runs the forward during backward
-            with adapter.row_control(q, g):
-                logp_new = completion_logprobs(model, part, temperature=cfg.temperature)
-                old, weights = self.ratio_base(logp_new, behaviour.logp_old[idx, :width])
-                loss, s = clipped_surrogate(
-                    logp_new, old, local_advantages[idx], part.completion_mask,
-                    clip_eps=cfg.clip_eps, normaliser=normaliser, dual_clip=cfg.dual_clip, token_weights=weights,
-                )
-                s.update(_weight_stats(weights, part.completion_mask, cfg.importance_weight_cap))
-                if behaviour.logp_ref is not None:
-                    kl = k3_kl(logp_new, behaviour.logp_ref[idx, :width], part.completion_mask, normaliser=normaliser)
-                    loss = loss + cfg.kl_coef * kl
-                    kl_total += float(kl.detach())
-                loss.backward()
-            for k in stats:
-                stats[k].append(s[k])
-        model.eval()
+        return UpdatePlan(
+            step=step, batch=rollouts.batch, behaviour=behaviour, features=features, routing=routing, mine=mine,
+            rewards=rewards, advantages=advantages, live=live,
+            # Dr.GRPO: a constant, not the token count; the global batch's, so summing ranks' gradients
+            # gives exactly one process's gradient
+            normaliser=float(len(rewards) * cfg.max_new_tokens),
+            microbatches=token_microbatches(
+                live_idx, rollouts.batch.attention_mask[live_idx].sum(dim=1), cfg.microbatch, cfg.microbatch_tokens
+            ),
+            stats={k: [] for k in MICROBATCH_STATS},
+        )
+
+    def control(self, plan: UpdatePlan, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """(q, g) of one microbatch (local row indices) for the adapter's row control."""
+        return self.arm.control(plan.routing, plan.features[plan.mine][idx], idx + plan.mine.start)
+
+    def loss(self, plan: UpdatePlan, idx: Tensor, part, logp_new: Tensor) -> Tensor:
+        """One microbatch's share of the loss from its routed log-probs; records its statistics."""
+        cfg = self.config
+        width = part.completion_mask.shape[1]
+        old, weights = self.ratio_base(logp_new, plan.behaviour.logp_old[idx, :width])
+        loss, s = clipped_surrogate(
+            logp_new, old, plan.advantages[plan.mine][idx], part.completion_mask,
+            clip_eps=cfg.clip_eps, normaliser=plan.normaliser, dual_clip=cfg.dual_clip, token_weights=weights,
+        )
+        s.update(_weight_stats(weights, part.completion_mask, cfg.importance_weight_cap))
+        if plan.behaviour.logp_ref is not None:
+            kl = k3_kl(logp_new, plan.behaviour.logp_ref[idx, :width], part.completion_mask, normaliser=plan.normaliser)
+            loss = loss + cfg.kl_coef * kl
+            plan.kl_total += float(kl.detach())
+        for k in plan.stats:
+            plan.stats[k].append(s[k])
+        return loss
+
+    def finish(self, plan: UpdatePlan) -> UpdateResult:
+        """After every microbatch's backward: sum over ranks, router-only loss, clip, optimizer step."""
+        cfg, adapter = self.config, self.policy.adapter
+        step, features, live = plan.step, plan.features, plan.live
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         # Sum the rollout-loss gradients over ranks now, before the router-only terms below: those
         # are computed on data every rank has (the pairs, the gathered features), so each rank adds
@@ -168,22 +193,44 @@ class RoutedUpdate:
         self.schedule.step()
         total = deployed_sq + quarantine_sq
         # per-microbatch stats of every rank, in one collective
-        parts = ddp.all_gather_object((kl_total, stats))
+        parts = ddp.all_gather_object((plan.kl_total, plan.stats))
         means: dict[str, Any] = {
             # means over every rank's microbatches (with N ranks the microbatches are cut differently)
             k: mean_or_none([x for p in parts for x in p[1][k] if x is not None]) for k in ("clip_frac", "dual_clip_frac", "ratio_mean", *WEIGHT_STATS)
         }
         return UpdateResult(
-            rewards=rewards,
-            advantages=advantages,
+            rewards=plan.rewards,
+            advantages=plan.advantages,
             live=live,
             w=w_all,
             grad_norm=grad_norm,
             grad_norm_deployed=math.sqrt(deployed_sq),
             grad_norm_quarantine=math.sqrt(quarantine_sq),
             quarantine_update_share=(quarantine_sq / total) if total > 0 else None,
-            kl=sum(p[0] for p in parts) if behaviour.logp_ref is not None else None,
+            kl=sum(p[0] for p in parts) if plan.behaviour.logp_ref is not None else None,
             ratio_max=max((x for p in parts for x in p[1]["ratio_max"]), default=None),
             router_stats=router.stats,
             **means,
         )
+
+
+@dataclass
+class UpdatePlan:
+    """One update under way: what `RoutedUpdate.plan` computed, and the microbatches' statistics."""
+
+    step: int
+    batch: SequenceBatch
+    """This rank's rollouts."""
+    behaviour: BehaviourPass
+    features: Tensor
+    routing: Routing
+    mine: slice
+    """This rank's rows in the step's global row order."""
+    rewards: Tensor
+    advantages: Tensor
+    live: Tensor
+    normaliser: float
+    microbatches: list[Tensor]
+    """Local indices of the live rows, cut into microbatches."""
+    stats: dict[str, list]
+    kl_total: float = 0.0
