@@ -9,11 +9,10 @@ between batched and solo training in both directions.
 from __future__ import annotations
 
 import json
-import random
-import zlib
 
 import pytest
 import torch
+from fake_steps import fake_sampler, grab_grads
 
 from evilmoe.batched import RunBatch, check_batchable, concat_batches, pack_runs
 from evilmoe.config import ARMS, make_config
@@ -39,48 +38,6 @@ def _config(arm: str, seed: int, **extra):
     return make_config("tiny", dict(SETTINGS, arm=arm, seed=seed, **extra))
 
 
-def _fake_sampler(trainer):
-    """Completions that depend only on the prompt and the row's place in its group: the same
-    rollouts whether the run trains alone or in a batch."""
-    vocab, stop = len(trainer.tokenizer), trainer.stop_ids[0]
-    special = set(trainer.stop_ids) | {trainer.tokenizer.pad_token_id}
-
-    def sample(prompt_ids, prompt_mask, sampling, *, seed, greedy=False):
-        seen: dict[tuple, int] = {}
-        out = []
-        for ids, mask in zip(prompt_ids.tolist(), prompt_mask.tolist()):
-            key = tuple(i for i, m in zip(ids, mask) if m)
-            k = seen[key] = seen.get(key, -1) + 1
-            rng = random.Random(zlib.crc32(repr((key, k, seed)).encode()))
-            tokens = [t for t in (rng.randrange(vocab) for _ in range(rng.randint(2, sampling.max_new_tokens - 1))) if t not in special]
-            out.append(tokens + [stop])
-        return out
-
-    return sample
-
-
-def _grab_grads(trainer, grads: dict):
-    """Record the gradients the optimizer sees at its step."""
-    names = {id(p): n for n, p in _named_params(trainer)}
-    original = trainer.optimizer.step
-
-    def step(*args, **kwargs):
-        for group in trainer.optimizer.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    grads[names[id(p)]] = p.grad.detach().clone()
-        return original(*args, **kwargs)
-
-    trainer.optimizer.step = step
-
-
-def _named_params(trainer):
-    for name, m in trainer.adapter.modules.items():
-        yield f"{name}.A", m.A
-        yield f"{name}.B", m.B
-    yield from trainer.arm.named_parameters()
-
-
 def _outcome(trainer, metrics, grads) -> dict:
     state = trainer.state()
     return {
@@ -98,11 +55,11 @@ def _solo_steps(arm: str, seed: int, problems, steps: int = 2) -> list[dict]:
     trainer = Trainer(_config(arm, seed), None, problems=problems)
     try:
         trainer.model.double()  # float64: batched and solo differ only by rounding
-        trainer.sampler.sample = _fake_sampler(trainer)
+        trainer.sampler.sample = fake_sampler(trainer, seeded=True)
         out = []
         for step in range(steps):
             grads: dict = {}
-            _grab_grads(trainer, grads)
+            grab_grads(trainer, grads)
             metrics = trainer.train_step(step)
             trainer.step = step + 1
             out.append(_outcome(trainer, metrics, grads))
@@ -121,12 +78,12 @@ def batched_steps(problems):  # slow: built only by the slow tests that use it
     try:
         batch.model.double()
         for trainer in batch.trainers:
-            trainer.sampler.sample = _fake_sampler(trainer)
+            trainer.sampler.sample = fake_sampler(trainer, seeded=True)
         out: list[list[dict]] = [[] for _ in RUNS]
         for step in range(2):
             grads = [{} for _ in RUNS]
             for trainer, g in zip(batch.trainers, grads):
-                _grab_grads(trainer, g)
+                grab_grads(trainer, g)
             metrics = batch.train_step(step)
             assert sorted(metrics) == list(range(len(RUNS)))
             for i, trainer in enumerate(batch.trainers):
@@ -216,7 +173,7 @@ def test_a_run_with_a_non_finite_update_stops_alone(problems, tmp_path, capsys):
     batch = RunBatch(configs, runs, problems=problems)
     try:
         for trainer in batch.trainers:
-            trainer.sampler.sample = _fake_sampler(trainer)
+            trainer.sampler.sample = fake_sampler(trainer, seeded=True)
         poisoned = batch.trainers[1].adapter.modules
         with torch.no_grad():  # the moe run's adapter holds a NaN: its gradient norm is NaN
             next(iter(poisoned.values())).B[0, 0] = float("nan")

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import socket
-import zlib
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from fake_steps import fake_sampler, grab_grads
 
 from evilmoe.config import make_config
 from evilmoe.env.problems import load_problem_set
@@ -43,26 +42,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _fake_sampler(trainer):
-    """Completions that depend only on the prompt and the row's occurrence index in this call (its
-    place in its group, since groups are never split): the same rows on 1 rank or 2."""
-    vocab, stop = len(trainer.tokenizer), trainer.stop_ids[0]
-    special = set(trainer.stop_ids) | {trainer.tokenizer.pad_token_id}
-
-    def sample(prompt_ids, prompt_mask, sampling, *, seed, greedy=False):
-        seen: dict[tuple, int] = {}
-        out = []
-        for ids, mask in zip(prompt_ids.tolist(), prompt_mask.tolist()):
-            key = tuple(i for i, m in zip(ids, mask) if m)
-            k = seen[key] = seen.get(key, -1) + 1
-            rng = random.Random(zlib.crc32(repr((key, k)).encode()))
-            tokens = [t for t in (rng.randrange(vocab) for _ in range(rng.randint(2, sampling.max_new_tokens - 1))) if t not in special]
-            out.append(tokens + [stop])
-        return out
-
-    return sample
-
-
 def _one_step(arm: str, problems) -> dict:
     """One train_step in float64 with fake rollouts; the gradients the optimizer saw and the state after."""
     from evilmoe.train import Trainer
@@ -70,20 +49,10 @@ def _one_step(arm: str, problems) -> dict:
     trainer = Trainer(_config(arm), None, problems=problems)
     try:
         trainer.model.double()  # float64: the 1-rank and 2-rank sums differ only by rounding
-        trainer.sampler.sample = _fake_sampler(trainer)
+        trainer.sampler.sample = fake_sampler(trainer, seeded=False)
         before = {k: v.clone() for k, v in trainer.state()["adapter"].items()}
         grads: dict[str, torch.Tensor] = {}
-        params = {id(p): name for name, p in _named_params(trainer)}
-        original = trainer.optimizer.step
-
-        def grab(*args, **kwargs):
-            for group in trainer.optimizer.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        grads[params[id(p)]] = p.grad.detach().clone()
-            return original(*args, **kwargs)
-
-        trainer.optimizer.step = grab
+        grab_grads(trainer, grads)
         metrics = trainer.train_step(0)
         state = trainer.state()
         return {
@@ -97,13 +66,6 @@ def _one_step(arm: str, problems) -> dict:
         }
     finally:
         trainer.close()
-
-
-def _named_params(trainer):
-    for name, m in trainer.adapter.modules.items():
-        yield f"{name}.A", m.A
-        yield f"{name}.B", m.B
-    yield from trainer.arm.named_parameters()
 
 
 def _set_env(rank: int, world: int, port: int) -> None:
