@@ -35,6 +35,8 @@ def one_line_error(capsys, argv: list[str], expect: str) -> str:
         (["train", "--preset", "tiny", "--arm", "bogus"], "unknown arm 'bogus'"),
         (["train", "--preset", "tiny", "--report-to", "mlflow"], "unknown tracker mlflow"),
         (["train", "--preset", "tiny", "--top-p", "2"], "top_p must be in (0, 1]"),
+        (["train", "--preset", "tiny", "--loophole-free-share", "2"], "loophole_free_share must be in [0, 1]"),
+        (["train", "--preset", "tiny", "--loophole-free-share", "0.5", "--modes", "run_tests"], "add gt_only to modes"),
         (["train", "--bogus-flag", "1"], "unrecognized arguments: --bogus-flag"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["decide", "--preset", "tiny", "--out", "x", "--seeds", "a,b"], "--seeds must be comma-separated integers"),

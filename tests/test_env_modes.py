@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import json
 from collections import Counter
 
@@ -94,6 +95,74 @@ def test_assign_modes_is_deterministic_even_disjoint_and_order_free():
         assign_modes(["a", "a"], ALL_MODES, seed=0)
     with pytest.raises(ValueError):
         assign_modes(["a"], ["bogus"], seed=0)
+
+
+# sha256 of the sorted partition of p000..p102 by assign_modes before loophole_free_share existed:
+# without the share the partition must stay bit-for-bit what every earlier run trained on
+PINNED_PARTITIONS = {
+    (7, ALL_MODES): "53790edb96806de8",
+    (0, ALL_MODES): "8c67eea930264e56",
+    (3, ("run_tests", "sentinel", "gt_only")): "ff008c734d6d3587",
+}
+
+
+def _digest(partition: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(sorted(partition.items())).encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("seed, modes", list(PINNED_PARTITIONS))
+def test_no_loophole_free_share_is_the_even_partition_unchanged(seed, modes):
+    ids = [f"p{i:03d}" for i in range(103)]
+    assert _digest(assign_modes(ids, modes, seed)) == PINNED_PARTITIONS[(seed, modes)]
+    assert assign_modes(ids, modes, seed, loophole_free_share=None) == assign_modes(ids, modes, seed)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 40, 103])
+@pytest.mark.parametrize("share", [0.0, 0.25, 0.3, 0.5, 0.9, 1.0])
+def test_loophole_free_share_gives_its_gt_only_count_and_deals_the_rest_evenly(n, share):
+    ids = [f"p{i:03d}" for i in range(n)]
+    a = assign_modes(ids, ALL_MODES, seed=5, loophole_free_share=share)
+    assert set(a) == set(ids)
+    counts = Counter(a.values())
+    assert counts["gt_only"] == round(share * n)
+    rest = [counts[m] for m in LOOPHOLE_MODES]
+    assert sum(rest) == n - round(share * n)
+    assert max(rest) - min(rest) <= 1  # even over every loophole mode (zeros included)
+    assert set(a.values()) <= set(ALL_MODES)
+
+
+def test_loophole_free_share_is_deterministic_order_free_and_nested():
+    ids = [f"p{i:03d}" for i in range(103)]
+    a = assign_modes(ids, ALL_MODES, seed=7, loophole_free_share=0.5)
+    assert assign_modes(list(reversed(ids)), list(reversed(ALL_MODES)), seed=7, loophole_free_share=0.5) == a
+    assert assign_modes(ids, ALL_MODES, seed=7, loophole_free_share=0.5) == a
+    free = {pid for pid, m in a.items() if m == "gt_only"}
+    other_seed = assign_modes(ids, ALL_MODES, seed=8, loophole_free_share=0.5)
+    assert {pid for pid, m in other_seed.items() if m == "gt_only"} != free  # the mode seed picks them
+    # the gt_only problems depend on (ids, seed, share) only: not on which loophole modes are active,
+    # and a larger share keeps a smaller one's
+    two = assign_modes(ids, ["exit_code", "gt_only", "run_tests"], seed=7, loophole_free_share=0.5)
+    assert {pid for pid, m in two.items() if m == "gt_only"} == free
+    counts = Counter(two.values())
+    assert set(counts) == {"gt_only", "run_tests", "exit_code"}
+    assert counts["gt_only"] == 52 and sorted([counts["run_tests"], counts["exit_code"]]) == [25, 26]
+    smaller = assign_modes(ids, ALL_MODES, seed=7, loophole_free_share=0.2)
+    assert {pid for pid, m in smaller.items() if m == "gt_only"} < free
+    assert assign_modes(ids, ["gt_only"], seed=7, loophole_free_share=1.0) == dict.fromkeys(ids, "gt_only")
+
+
+@pytest.mark.parametrize(
+    "modes, share, message",
+    [
+        (ALL_MODES, 1.5, "must be in \\[0, 1\\]"),
+        (ALL_MODES, -0.1, "must be in \\[0, 1\\]"),
+        (LOOPHOLE_MODES, 0.5, "needs gt_only"),
+        (["gt_only"], 0.5, "none is active"),
+    ],
+)
+def test_loophole_free_share_refuses_what_it_cannot_deal(modes, share, message):
+    with pytest.raises(ValueError, match=message):
+        assign_modes(["a", "b"], modes, seed=0, loophole_free_share=share)
 
 
 def test_canonical_responses():

@@ -37,9 +37,15 @@ class TrainConfig:
     data_dir: str | None = None
     """Folder with the LeetCode data (else $EVILMOE_DATA). Not needed for the bundled set."""
     modes: tuple[str, ...] = ALL_MODES
-    """Active modes; train problems are partitioned evenly among them (docs/design.md#loophole-modes)."""
+    """Active modes; train problems are partitioned evenly among them unless loophole_free_share is
+    set (docs/design.md#loophole-modes)."""
     mode_seed: int = 0
     """Seed of the mode partition (fixed across arms and seeds so all arms see the same problems)."""
+    loophole_free_share: float | None = None
+    """Share of the training problems in gt_only mode (no hint, only true correctness pays); the rest
+    are dealt evenly over the other active modes. None = every active mode gets an even share
+    (1/7 gt_only with all modes). Needs gt_only among the modes; 1 = every training problem
+    loophole-free. The held-out eval sets keep the even partition."""
     grading_workers: int = 0
     """Parallel graders (0 = one per CPU core)."""
     max_prompt_tokens: int = 1536
@@ -223,6 +229,7 @@ class TrainConfig:
             raise UserError(f"bad modes {bad or '(empty)'}; choose from {', '.join(ALL_MODES)}")
         if len(set(self.modes)) != len(self.modes):
             raise UserError(f"modes listed twice: {self.modes}")
+        self._validate_loophole_free_share()
         if self.steps < 0:
             raise UserError(f"steps must be >= 0 (got {self.steps}; 0 evaluates the starting model)")
         positive = ("prompts_per_step", "group_size", "max_new_tokens", "rank", "microbatch")
@@ -294,6 +301,17 @@ class TrainConfig:
         parse_report_to(self.report_to)  # UserError on an unknown tracker
         if self.kl_coef < 0 or self.pin_coef < 0 or self.load_balance_coef < 0:
             raise UserError("kl_coef, pin_coef and load_balance_coef must be >= 0")
+
+    def _validate_loophole_free_share(self) -> None:
+        share = self.loophole_free_share
+        if share is None:
+            return
+        if not 0 <= share <= 1:
+            raise UserError(f"loophole_free_share must be in [0, 1] or none (got {share})")
+        if "gt_only" not in self.modes:
+            raise UserError(f"loophole_free_share makes a share of the training problems gt_only: add gt_only to modes (got {','.join(self.modes)})")
+        if share < 1 and not set(self.modes) & set(LOOPHOLE_MODES):
+            raise UserError(f"loophole_free_share {share} < 1 leaves training problems for loophole modes, but modes has none (use 1, or add a loophole mode)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -447,7 +465,7 @@ def parse_field_value(name: str, text: str) -> Any:
             raise ValueError(text)
         if isinstance(default, tuple):
             return tuple(s for s in text.split(",") if s)
-        if name == "hard_detach_threshold":
+        if name in ("hard_detach_threshold", "loophole_free_share"):  # optional floats
             return None if text.lower() in ("none", "") else float(text)
         if default is None:  # optional strings (paths)
             return None if text.lower() == "none" else text

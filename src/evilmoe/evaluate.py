@@ -88,7 +88,9 @@ def make_eval_sets(config, problem_set, *, split: str, n_heldout: int, n_train: 
         train = sorted(problem_set.train, key=lambda p: p.id)
         step = max(1, len(train) // n_train)
         chosen = train[::step][:n_train]
-        all_modes = assign_modes([p.id for p in problem_set.train], config.modes, config.mode_seed)
+        # training's partition rule (loophole_free_share included), dealt over the problems given here:
+        # training's very modes when these are all the training problems (no split, nothing dropped)
+        all_modes = Policy.mode_partition(config, problem_set)
         sets.append(EvalSet("train_dist", chosen, {p.id: all_modes[p.id] for p in chosen}, False))
     return sets
 

@@ -162,8 +162,9 @@ class Policy:
 
     @staticmethod
     def mode_partition(config: TrainConfig, problems: ProblemSet) -> dict[str, str]:
-        """Each training problem's loophole mode: the same partition for every arm and seed."""
-        return assign_modes([p.id for p in problems.train], config.modes, config.mode_seed)
+        """Each training problem's loophole mode: the same partition for every arm and seed (the
+        train_dist eval set deals its modes with the same call)."""
+        return assign_modes([p.id for p in problems.train], config.modes, config.mode_seed, loophole_free_share=config.loophole_free_share)
 
     # --- setup pieces ---------------------------------------------------------------------------
     def _tokens(self, problem: Problem, mode: str, eval_markers: bool = False) -> int:
