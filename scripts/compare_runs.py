@@ -8,7 +8,8 @@ evaluations (eval.json, eval_start.json and the periodic ones in eval/, where pr
 file of rollouts/ row by row (texts, grades, advantages, w, route labels). Prints, per key, the
 largest relative difference over all steps, then one verdict line. Two values agree when
 |a - b| <= atol + rtol * max(|a|, |b|); a value present on one side only, a None against a number,
-a differing string, or a differing set of steps counts as a mismatch. --ignore leaves out every key
+a differing string, or a differing set of steps counts as a mismatch. --added-ok lists, and does not
+count, the keys that only RUN_B has (a field the newer code records in addition). --ignore leaves out every key
 containing the given text (e.g. `oracle_returncode`: a grading subprocess killed at its time limit on
 a loaded machine in one run and not the other, with the same grade).
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,10 +63,11 @@ def relative_difference(a: Any, b: Any) -> float:
 class Comparison:
     """Running record of the worst difference per key and whether every value agreed."""
 
-    def __init__(self, rtol: float, atol: float, ignore: tuple[str, ...] = ()):
-        self.rtol, self.atol, self.ignore = rtol, atol, ignore
+    def __init__(self, rtol: float, atol: float, ignore: tuple[str, ...] = (), added_ok: bool = False):
+        self.rtol, self.atol, self.ignore, self.added_ok = rtol, atol, ignore, added_ok
         self.worst: dict[str, float] = {}
         self.failures: dict[str, str] = {}
+        self.added: set[str] = set()  # keys only run B has (with added_ok)
 
     def add(self, key: str, a: Any, b: Any, where: str) -> None:
         if any(part in key for part in self.ignore):
@@ -81,7 +84,15 @@ class Comparison:
         left, right = dict(leaves(a)), dict(leaves(b))
         for key in sorted(set(left) | set(right)):
             missing = "<absent>"
+            if self.added_ok and key not in left:
+                self.added.add(f"{section}:{_generic(key)}")
+                continue
             self.add(f"{section}:{key}", left.get(key, missing), right.get(key, missing), where)
+
+
+def _generic(key: str) -> str:
+    """A dotted key with its list indices and row numbers folded, to list an added field once."""
+    return re.sub(r"\[\d+\]", "[]", re.sub(r"^\d+\.", "", key))
 
 
 def by_step(run: Path) -> dict[int, dict[str, Any]]:
@@ -91,8 +102,8 @@ def by_step(run: Path) -> dict[int, dict[str, Any]]:
     return {row["step"]: row for row in rows}  # a resumed run's rewritten step: the last row wins
 
 
-def compare(run_a: Path, run_b: Path, rtol: float, atol: float, ignore: tuple[str, ...] = ()) -> Comparison:
-    result = Comparison(rtol, atol, ignore)
+def compare(run_a: Path, run_b: Path, rtol: float, atol: float, ignore: tuple[str, ...] = (), added_ok: bool = False) -> Comparison:
+    result = Comparison(rtol, atol, ignore, added_ok)
     steps_a, steps_b = by_step(run_a), by_step(run_b)
     if set(steps_a) != set(steps_b):
         result.failures["metrics:steps"] = f"{sorted(steps_a)} vs {sorted(steps_b)}"
@@ -130,14 +141,17 @@ def main() -> int:
     parser.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance (default 1e-5)")
     parser.add_argument("--atol", type=float, default=1e-8, help="absolute tolerance for values near 0 (default 1e-8)")
     parser.add_argument("--ignore", action="append", default=[], metavar="KEY_PART", help="leave out keys containing this text")
+    parser.add_argument("--added-ok", action="store_true", help="keys only RUN_B has are listed, not mismatches")
     parser.add_argument("--all", action="store_true", help="print every key, not only those that differ at all")
     args = parser.parse_args()
     try:
-        result = compare(args.run_a, args.run_b, args.rtol, args.atol, tuple(args.ignore))
+        result = compare(args.run_a, args.run_b, args.rtol, args.atol, tuple(args.ignore), args.added_ok)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     differing = {k: v for k, v in result.worst.items() if v > 0}
+    for key in sorted(result.added):
+        print(f"{key:60s} only in {args.run_b}")
     for key, worst in sorted(result.worst.items() if args.all else differing.items()):
         flag = "  MISMATCH" if key in result.failures else ""
         print(f"{key:60s} max rel diff {worst:.3e}{flag}")

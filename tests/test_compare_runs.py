@@ -57,3 +57,14 @@ def test_a_missing_step_or_run_is_reported(tmp_path):
     proc = _compare(a, b)
     assert proc.returncode == 1 and "metrics:steps" in proc.stdout
     assert _compare(a, tmp_path / "nowhere").returncode == 2
+
+
+def test_added_ok_accepts_a_field_only_the_newer_run_has_and_nothing_else(tmp_path):
+    old = _run_dir(tmp_path / "old")
+    new = _run_dir(tmp_path / "new")
+    row = json.loads((new / "rollouts" / "step_000000.jsonl").read_text())
+    (new / "rollouts" / "step_000000.jsonl").write_text(json.dumps({**row, "sample": 0}) + "\n")
+    assert _compare(old, new).returncode == 1  # by default an added key is a mismatch
+    added = _compare(old, new, "--added-ok")
+    assert added.returncode == 0 and "rollouts/step_000000.jsonl:sample" in added.stdout and "only in" in added.stdout
+    assert _compare(new, old, "--added-ok").returncode == 1  # a key the newer run lost is still a mismatch
