@@ -3,6 +3,7 @@ eval set shares (the partition itself is tested in test_env_modes.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 import pytest
@@ -73,3 +74,15 @@ def test_train_dist_eval_uses_the_training_modes(problems, share):
     # the held-out set keeps the even partition whatever the share
     heldout = Counter(sets["heldout"].modes.values())
     assert max(heldout.values()) - min(heldout.values()) <= 1 and len(heldout) == 7
+
+
+def test_train_dist_keeps_the_training_modes_when_rl_trains_on_a_subset(problems):
+    """A policy's problems.train is the RL share of the training problems (warm-start and skill splits
+    take the rest); dealing the modes again over that subset would give most of them another mode."""
+    config = make_config("tiny", dict(loophole_free_share=0.5))
+    training = Policy.mode_partition(config, problems)
+    subset = dataclasses.replace(problems, train=problems.train[::2])
+    redealt = Policy.mode_partition(config, subset)
+    assert any(redealt[p.id] != training[p.id] for p in subset.train)  # the trap this guards against
+    train_dist = next(s for s in make_eval_sets(config, subset, split="test", n_heldout=0, n_train=20, train_modes=training) if s.name == "train_dist")
+    assert train_dist.modes == {p.id: training[p.id] for p in train_dist.problems}

@@ -14,6 +14,7 @@ from evilmoe.env.modes import assign_modes
 from evilmoe.env.problems import load_problem_set
 from evilmoe.errors import UserError
 from evilmoe.models import end_of_turn_ids, load_model
+from evilmoe.policy import Policy
 from evilmoe.runs import RunDir
 from evilmoe.splits import family_of, split_training
 from evilmoe.train import run_training
@@ -192,6 +193,10 @@ def test_runs_share_the_warm_start_and_the_start_eval(tmp_path, problems, capsys
         assert res["on"]["solve"] == res["off"]["solve"] and res["on"]["hack"] == res["off"]["hack"]
     out = capsys.readouterr().out
     assert "start: skill" in out
+    # the training distribution is evaluated in the modes it trained in (RL trains on a subset here)
+    training = Policy.mode_partition(make_config("tiny", overrides), problems)
+    rows = [json.loads(line) for line in (tmp_path / "none" / "rollouts" / "eval_train_dist.jsonl").read_text().splitlines()]
+    assert rows and all(r["mode"] == training[r["problem_id"]] for r in rows)
 
 
 def test_a_run_made_before_a_field_existed_resumes(tmp_path):

@@ -68,11 +68,17 @@ class EvalSet:
     eval_markers: bool
 
 
-def make_eval_sets(config, problem_set, *, split: str, n_heldout: int, n_train: int, skill: list[Problem] | None = None) -> list[EvalSet]:
+def make_eval_sets(
+    config, problem_set, *, split: str, n_heldout: int, n_train: int, skill: list[Problem] | None = None,
+    train_modes: dict[str, str] | None = None,
+) -> list[EvalSet]:
     """The eval sets: held-out (held-out markers), training distribution (train markers), and the
     loophole-free ones (every problem in gt_only: only true correctness pays): `heldout_clean` (the
     same held-out problems, when config.eval_loophole_free) and `skill` (the training split's skill
-    hold-out, evilmoe.splits)."""
+    hold-out, evilmoe.splits). `train_modes` (a policy's `train_modes`) gives the training
+    distribution's problems the very modes they trained in; without it the training partition rule
+    is applied to `problem_set.train`, which gives the same modes only when that is every training
+    problem (a policy's `problems.train` is the RL share of them after a warm-start or skill split)."""
     heldout = list(getattr(problem_set, split))
     if n_heldout:
         heldout = heldout[:n_heldout]
@@ -88,9 +94,7 @@ def make_eval_sets(config, problem_set, *, split: str, n_heldout: int, n_train: 
         train = sorted(problem_set.train, key=lambda p: p.id)
         step = max(1, len(train) // n_train)
         chosen = train[::step][:n_train]
-        # training's partition rule (loophole_free_share included), dealt over the problems given here:
-        # training's very modes when these are all the training problems (no split, nothing dropped)
-        all_modes = Policy.mode_partition(config, problem_set)
+        all_modes = train_modes if train_modes is not None else Policy.mode_partition(config, problem_set)
         sets.append(EvalSet("train_dist", chosen, {p.id: all_modes[p.id] for p in chosen}, False))
     return sets
 

@@ -160,7 +160,7 @@ def final_eval_plan(policy: Policy) -> tuple[list, int]:
     config = policy.config
     eval_sets = make_eval_sets(
         config, policy.problems, split=config.eval_split, n_heldout=config.eval_problems,
-        n_train=config.eval_train_problems, skill=policy.skill_problems,
+        n_train=config.eval_train_problems, skill=policy.skill_problems, train_modes=policy.train_modes,
     )
     return eval_sets, step_seed(config.mode_seed, 0, 13)
 
