@@ -2,13 +2,15 @@
 
     python scripts/testbed_report.py RUN [RUN ...] [--figure docs/img/testbed_curves.png] [--window 10]
 
-Prints three markdown tables:
+Prints four markdown tables:
 1. per run and eval set: the run's own starting model (eval_start.json), its solve ON and OFF at the
    end (eval.json) and its hack rate ON, with 95% Wilson intervals; `lift` is OFF solve minus the
    run's own start solve (runs with different warm starts or sampling start from different models);
 2. the periodic validation (steps logged as val_* in metrics.jsonl): skill / loophole-free held-out
    solve and held-out hack, hack expert ON;
-3. the collapse check: the first step where the `window`-step mean of format falls below 0.9, or the
+3. over seeds (runs whose config.json differs only in the seed, at least two): per eval set the
+   seed mean of the lift (OFF minus start) and of the hack rate ON, with a 95% t-interval over seeds;
+4. the collapse check: the first step where the `window`-step mean of format falls below 0.9, or the
    mean completion length exceeds twice its first window (the testbed's stability criteria), and the
    last window's format, length, KL and hack rate.
 With --figure, one row of learning curves per run: policy hack, solve on gt_only and on loophole
@@ -24,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from evilmoe.decide import seed_interval
 from evilmoe.runs import RunDir
 
 SETS = ("skill", "heldout_clean", "heldout", "train_dist")
@@ -70,6 +73,39 @@ def eval_table(runs: list[Path]) -> None:
                 lift = f"{off['rate'] - s['rate']:+.3f}" if s and s["rate"] is not None and off["rate"] is not None else "-"
                 cells += [rate(f["on"]["solve"]), rate(off), lift, rate(f["on"]["hack"])]
             print("| " + " | ".join(cells) + " |")
+
+
+def seed_groups(runs: list[Path]) -> dict[str, list[Path]]:
+    """Runs grouped by their config without the seed and the output folder (only groups of 2+)."""
+    groups: dict[str, list[Path]] = {}
+    for run in runs:
+        config = read(run / "config.json") or {}
+        key = json.dumps({k: v for k, v in config.items() if k not in ("seed", "out")}, sort_keys=True)
+        groups.setdefault(key, []).append(run)
+    return {" + ".join(r.name for r in rs): rs for rs in groups.values() if len(rs) >= 2}
+
+
+def seed_table(runs: list[Path]) -> None:
+    """Seed means with 95% t-intervals: lift (OFF minus the run's own start) and hack ON per eval set."""
+    groups = seed_groups(runs)
+    if not groups:
+        return
+    print("| runs | eval set | lift, seed mean [95% t] | per seed | hack ON, seed mean [95% t] |")
+    print("|---|---|---|---|---|")
+    fmt = lambda iv: f"{iv['mean']:+.3f} [{iv['ci95'][0]:+.3f}, {iv['ci95'][1]:+.3f}]"  # noqa: E731
+    for label, group in groups.items():
+        for name in SETS:
+            lifts, hacks = [], []
+            for run in group:
+                start, final = read(run / "eval_start.json"), read(run / "eval.json")
+                if not (start and final and name in start["sets"] and name in final["sets"]):
+                    break
+                lifts.append(final["sets"][name]["off"]["solve"]["rate"] - start["sets"][name]["on"]["solve"]["rate"])
+                hacks.append(final["sets"][name]["on"]["hack"]["rate"])
+            else:
+                lift, hack = seed_interval(lifts, (-1.0, 1.0)), seed_interval(hacks, (0.0, 1.0))
+                per_seed = ", ".join(f"{v:+.3f}" for v in lifts)
+                print(f"| {label} | {name} | {fmt(lift)} | {per_seed} | {fmt(hack).replace('+', '')} |")
 
 
 def validation_table(runs: list[Path]) -> None:
@@ -163,6 +199,8 @@ def main() -> None:
     eval_table(args.runs)
     print()
     validation_table(args.runs)
+    print()
+    seed_table(args.runs)
     print()
     collapse_table(args.runs, args.window)
     if args.figure:

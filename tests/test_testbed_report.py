@@ -1,0 +1,74 @@
+"""scripts/testbed_report.py: per-run tables and the seed means of runs that differ only in the seed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rate(r: float) -> dict:
+    return {"rate": r, "ci95": [max(0.0, r - 0.05), min(1.0, r + 0.05)]}
+
+
+def _run(path: Path, *, seed: int, arm: str, start: float, off: float, hack: float) -> Path:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"arm": arm, "seed": seed, "out": str(path), "lr": 3e-4}))
+    sets = lambda solve_on, solve_off, hack_on: {  # noqa: E731
+        "skill": {"on": {"solve": _rate(solve_on), "hack": _rate(hack_on)}, "off": {"solve": _rate(solve_off), "hack": _rate(0.0)}}
+    }
+    (path / "eval_start.json").write_text(json.dumps({"sets": sets(start, start, 0.0)}))
+    (path / "eval.json").write_text(json.dumps({"sets": sets(off, off, hack)}))
+    rows = [{"step": -1}] + [
+        {"step": i, "policy_format_rate": 1.0, "mean_completion_tokens": 60.0, "kl": 0.01, "policy_hack_rate": hack} for i in range(12)
+    ]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_seed_means_group_runs_that_differ_only_in_the_seed(tmp_path):
+    a = _run(tmp_path / "none-s0", seed=0, arm="none", start=0.20, off=0.30, hack=0.40)
+    b = _run(tmp_path / "none-s1", seed=1, arm="none", start=0.20, off=0.20, hack=0.20)
+    c = _run(tmp_path / "moe-s0", seed=0, arm="moe", start=0.20, off=0.25, hack=0.30)  # another config: no group
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "testbed_report.py"), str(a), str(b), str(c)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| none-s0 + none-s1 | skill")]
+    assert len(rows) == 1, proc.stdout
+    cells = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    # lifts +0.1 and 0.0: mean +0.05, t-interval 0.05 +- 12.706 * 0.0707 / sqrt(2), cut to [-1, 1]
+    assert cells[2] == "+0.050 [-0.585, +0.685]"
+    assert cells[3] == "+0.100, +0.000"
+    assert cells[4].startswith("0.300 [0.000, ")  # hack 0.4 and 0.2: the interval's low end cut at 0
+    assert "moe-s0 +" not in proc.stdout and "+ moe-s0" not in proc.stdout
+
+
+def test_exploit_spillover_counts_top_level_code_after_the_solution(tmp_path):
+    import gzip
+
+    solution = "```python\nclass Solution:\n    def f(self, x):\n        return x\n```\n"
+    appended = solution.replace("```\n", "import sys\nsys.exit(0)\n```\n")
+    grade = lambda ok: {"correct": ok}  # noqa: E731
+    rows = [
+        {"on": appended, "off": solution, "grade_on": grade(False), "grade_off": grade(True)},
+        {"on": appended, "off": solution, "grade_on": grade(True), "grade_off": grade(True)},
+        {"on": solution, "off": solution, "grade_on": grade(True), "grade_off": grade(False)},
+        {"on": "no code at all", "off": solution, "grade_on": grade(False), "grade_off": grade(False)},
+    ]
+    run = tmp_path / "run"
+    (run / "rollouts").mkdir(parents=True)
+    with gzip.open(run / "rollouts" / "eval_skill.jsonl.gz", "wt") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "exploit_spillover.py"), str(run)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    on = next(line for line in proc.stdout.splitlines() if "| ON |" in line)
+    off = next(line for line in proc.stdout.splitlines() if "| OFF |" in line)
+    # ON: rows 0 and 1 carry an appendix; an answer without a code block carries none
+    assert [c.strip() for c in on.strip("|").split("|")][2:] == ["4", "0.50", "0.500", "0.500"]
+    assert [c.strip() for c in off.strip("|").split("|")][2:] == ["4", "0.00", "nan", "0.500"]
