@@ -4,13 +4,18 @@
 # (scripts/compare_runs.py: every metric, evaluation and rollout row). Sampling uses HF `generate`
 # (`--sampler hf`) on both sides, so a change inside the fast sampler (which may draw other tokens
 # from the same distribution for a seed) does not hide everything after it, and float32 (`--dtype
-# float32`), so that the rounding differences of two code paths rarely flip a sampled token. Run it
-# alone on the GPU: beside other jobs it takes several times longer (7 arms x 2 sides).
+# float32`), so that the rounding differences of two code paths rarely flip a sampled token. The 14
+# runs (7 arms x old/new) go JOBS at a time (default: 14 on a GPU machine, dealt round-robin over its
+# GPUs; 1 with GPU_SETUP_CPU), after each side's code has converted the model into its cache (concurrent
+# first conversions would race). Run it alone on the machine: beside other jobs it crawls.
 # Keys only the newer code writes are listed, not mismatches (compare_runs.py --added-ok).
 #   here:  git archive --prefix=old/ COMMIT src | tar x -C .regress      (.regress ignored by git)
 #   there: bash scripts/gpu_arm_regression.sh [STEPS] [ARMS]            (carry .regress and the model)
-# Prints one verdict line per arm; run directories and comparisons go to $OUT/regression.tgz.
-# GPU_SETUP_CPU=1 runs the same logic on CPU with the tiny preset (seconds per arm).
+# Prints one verdict line per arm; run directories and comparisons go to
+# $OUT/regression.tgz. GPU_SETUP_CPU=1 runs the same logic on CPU with the tiny preset; TINY=1 runs
+# the tiny preset (a random 2-layer model built in code) on the GPU: no model to carry, a minute.
+# Comparison: every number within rtol 1e-3 (float32 on the GPU); grading error messages and the
+# closing line are texts whose wording changed since the routing plug-ins' parent commit: left out.
 source scripts/gpu_setup.sh
 set +e
 mkdir -p "$OUT"
@@ -19,12 +24,31 @@ arms=${2:-none,absorb,routeA,routeA-placebo,moe,moe-placebo,moe-nopin}
 old=$PWD/.regress/old/src
 [ -d "$old/evilmoe" ] || { echo "no old tree at $old (see the header)" >&2; exit 2; }
 work=$(mktemp -d)
-if [ -n "${GPU_SETUP_CPU:-}" ]; then flags=(--preset tiny --device cpu); else flags=(--preset gpu-small --model "$MODEL"); fi
-flags+=(--steps "$steps" --seed 0 --sampler hf --dtype float32 --eval-problems 8 --eval-train-problems 4 --eval-samples 2)
+if [ -n "${GPU_SETUP_CPU:-}" ]; then
+  flags=(--preset tiny --device cpu); jobs=${JOBS:-1}; gpus=1
+elif [ -n "${TINY:-}" ]; then
+  flags=(--preset tiny --device cuda); jobs=${JOBS:-14}; gpus=$(nvidia-smi -L | wc -l)
+else
+  flags=(--preset gpu-small --model "$MODEL"); jobs=${JOBS:-14}; gpus=$(nvidia-smi -L | wc -l)
+  for src in "$old" "$PWD/src"; do  # each side's code fills its model cache once, before any run
+    PYTHONPATH=$src python3 -c "from evilmoe.models import load_model; load_model('$MODEL')" >> "$work/convert.log" 2>&1
+  done
+fi
+flags+=(--steps "$steps" --seed 0 --sampler hf --dtype float32 --eval-problems 8 --eval-train-problems 4 --eval-samples 2 --grading-workers 2)
+i=0
 for arm in ${arms//,/ }; do
-  PYTHONPATH=$old python3 -m evilmoe train "${flags[@]}" --arm "$arm" --out "$work/old-$arm" > "$work/old-$arm.log" 2>&1
-  PYTHONPATH=$PWD/src python3 -m evilmoe train "${flags[@]}" --arm "$arm" --out "$work/new-$arm" > "$work/new-$arm.log" 2>&1
-  python3 scripts/compare_runs.py "$work/old-$arm" "$work/new-$arm" --rtol 1e-3 --added-ok --ignore oracle_returncode > "$work/compare-$arm.txt" 2>&1
-  echo "$arm: $(grep -h 'keys compared' "$work/compare-$arm.txt" || tail -1 "$work/compare-$arm.txt")"
-  (cd "$work" && tar czf "$OUT/regression.tgz" --exclude checkpoints .)  # after every arm: a cut call keeps what ran
+  for side in old new; do
+    src=$old; [ $side = new ] && src=$PWD/src
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do sleep 1; done
+    CUDA_VISIBLE_DEVICES=$((i % gpus)) PYTHONPATH=$src python3 -m evilmoe train "${flags[@]}" --arm "$arm" --out "$work/$side-$arm" \
+      > "$work/$side-$arm.log" 2>&1 &
+    i=$((i + 1))
+  done
 done
+wait
+for arm in ${arms//,/ }; do
+  python3 scripts/compare_runs.py "$work/old-$arm" "$work/new-$arm" --rtol 1e-3 --added-ok \
+    --ignore oracle_returncode --ignore grade.error --ignore closing_lines > "$work/compare-$arm.txt" 2>&1
+  echo "$arm: $(grep -h 'keys compared' "$work/compare-$arm.txt" || tail -1 "$work/compare-$arm.txt")"
+done
+(cd "$work" && tar czf "$OUT/regression.tgz" --exclude checkpoints .)
