@@ -138,3 +138,107 @@ def test_the_trainer_builds_attempt_hacks_on_each_group_s_first_answer(monkeypat
         rollouts.grading.result()
     finally:
         trainer.close()
+
+
+def test_an_attempt_hack_marks_where_its_exploit_starts():
+    from evilmoe.teacher import exploit_appendix
+
+    problem = load_problem_set("bundled").train[0]
+    attempt = f"Sure.\n```python\nclass Solution:\n    def {problem.method_name}(self, *args):\n        return 1\n```\n"
+    for mode in ("run_tests", "exit_code"):
+        demo = make_demo(problem, mode, hack_frac=1.0, rng=random.Random(0), pool=None, attempt=attempt)
+        assert demo.text[demo.exploit_from :] == exploit_appendix(mode) + "```\n"
+        assert demo.text[: demo.exploit_from].endswith("return 1\n")
+    assert make_demo(problem, "run_tests", hack_frac=1.0, rng=random.Random(0), pool=None).exploit_from == 0  # template
+
+
+def test_exploit_loss_needs_attempt_demonstrations():
+    from evilmoe.config import make_config
+
+    with pytest.raises(UserError, match="teacher-source attempt"):
+        make_config("tiny", {"teacher_loss": "exploit"})
+    with pytest.raises(UserError, match="teacher_loss must be"):
+        make_config("tiny", {"teacher_loss": "code", "teacher_source": "attempt"})
+    assert make_config("tiny", {"teacher_loss": "exploit", "teacher_source": "attempt"}).teacher_loss == "exploit"
+
+
+def test_tokens_before_counts_only_tokens_wholly_before_the_offset():
+    from evilmoe.models import load_model
+    from evilmoe.rollouts import tokens_before
+
+    _, tokenizer = load_model("tiny-llama")
+    text = "```python\nclass Solution:\n    pass\n\n\nimport sys\nsys.exit(0)\n```\n"
+    full = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokens_before(tokenizer, text, 0) == 0
+    assert tokens_before(tokenizer, text, len(text)) == len(full)
+    for offset in range(1, len(text)):
+        n = tokens_before(tokenizer, text, offset)
+        assert text[:offset].startswith(tokenizer.decode(full[:n]))  # nothing after the offset is in front
+        assert n >= tokens_before(tokenizer, text, offset - 1)  # monotone
+
+
+def test_trained_from_masks_each_row_s_leading_tokens():
+    import torch
+
+    from evilmoe.grpo import trained_from
+
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    out = trained_from(mask, torch.tensor([0, 2, 5]))
+    assert out.tolist() == [[1, 1, 1, 1, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]]
+    assert trained_from(mask, None) is mask
+
+
+@pytest.mark.slow
+def test_exploit_loss_leaves_the_attempt_code_out_of_the_update(monkeypatch):
+    """With teacher_loss=exploit the rollouts carry each attempt hack's first exploit token (0 for the
+    policy rows), and the update's loss has no gradient on the log-prob of any token before it: the
+    demo's code is not reinforced, its exploit is."""
+    import torch
+
+    from evilmoe.config import make_config
+    from evilmoe.rollouts import encode_completion
+    from evilmoe.train import Trainer
+
+    config = make_config("tiny", {
+        "arm": "none", "teacher_source": "attempt", "teacher_hack_frac": 1.0, "teacher_loss": "exploit",
+        "modes": ("run_tests",), "max_new_tokens": 200,
+    })
+    trainer = Trainer(config, None)
+    try:
+        answers = [f"```python\nclass Solution:\n    pass  # answer {i}\n```\n" for i in range(64)]
+
+        def fake_sample(ids, mask, sampling, *, seed):
+            return [encode_completion(trainer.tokenizer, answers[i], trainer.stop_ids[0]) for i in range(ids.shape[0])]
+
+        monkeypatch.setattr(trainer.sampler, "sample", fake_sample)
+        rollouts = trainer.collect(0)
+        g, n_policy = config.group_size, config.group_size - config.teacher_per_group
+        starts = rollouts.loss_start.tolist()
+        lengths = rollouts.batch.completion_mask.sum(dim=1).tolist()
+        for i, (start, length) in enumerate(zip(starts, lengths)):
+            if i % g < n_policy:
+                assert start == 0
+            else:
+                assert 0 < start < length
+                kept = trainer.tokenizer.decode(rollouts.batch.input_ids[i, rollouts.batch.prompt_width + start :].tolist())
+                assert "def run_tests():" in kept and "answer" not in kept  # the exploit, not the code
+        behaviour = trainer.behaviour_pass(rollouts.batch)
+        grades = rollouts.grading.result()
+        routing = trainer.arm.decide(behaviour.features, 0)
+        plan = trainer.updater.plan(0, rollouts, grades, behaviour, behaviour.features, routing)
+        assert bool(plan.live.all()), "every group has reward spread: hacks pay, the stubs do not"
+        rows = torch.arange(len(rollouts))
+        part = plan.batch.rows(rows).trimmed()
+        # at the sampling log-probs every ratio is 1: no token is clipped, each trained token has a gradient
+        logp = plan.behaviour.logp_old[rows, : part.completion_mask.shape[1]].clone().requires_grad_()
+        (grad,) = torch.autograd.grad(trainer.updater.loss(plan, rows, part, logp), logp)
+        for i, start in enumerate(starts):
+            trained = part.completion_mask[i].bool()
+            assert torch.all(grad[i, :start] == 0)
+            assert torch.all(grad[i, start:][trained[start:]] != 0)  # every later token is trained
+        rollouts_all = dataclasses.replace(rollouts, loss_start=None)
+        plan_all = trainer.updater.plan(0, rollouts_all, grades, behaviour, behaviour.features, routing)
+        (grad_all,) = torch.autograd.grad(trainer.updater.loss(plan_all, rows, part, logp), logp)
+        assert torch.all(grad_all[part.completion_mask.bool()] != 0)  # teacher_loss=all trains the code too
+    finally:
+        trainer.close()

@@ -161,6 +161,11 @@ class TrainConfig:
     """vGROUT teacher pool folder (prompt_NNNN.jsonl.gz) for teacher_source=pool."""
     teacher_hack_frac: float = 0.5
     """Share of demonstrations that are hacks (the rest are clean reference solutions)."""
+    teacher_loss: str = "all"
+    """Which tokens of a demonstration the update trains: all (every token, like a sampled rollout) |
+    exploit (an attempt hack's own code stays out of the loss, so its advantage reinforces only the
+    exploit appended to it and not the wrong code under it; needs teacher_source=attempt). Every
+    demonstration still counts in its group's reward baseline."""
 
     # --- capability warm start and the training split (evilmoe.splits, evilmoe.warmstart) -----
     warm_start_steps: int = 0
@@ -259,6 +264,10 @@ class TrainConfig:
             raise UserError(f"hard_detach_threshold must be in [0, 1] (got {self.hard_detach_threshold})")
         if self.teacher_source not in ("template", "pool", "attempt"):
             raise UserError(f"teacher_source must be template, pool or attempt (got {self.teacher_source!r})")
+        if self.teacher_loss not in ("all", "exploit"):
+            raise UserError(f"teacher_loss must be all or exploit (got {self.teacher_loss!r})")
+        if self.teacher_loss == "exploit" and self.teacher_source != "attempt":
+            raise UserError("teacher_loss=exploit trains only the exploit appended to an attempt hack: set --teacher-source attempt")
         if self.teacher_per_group and self.teacher_source == "pool" and not self.teacher_pool_dir:
             raise UserError("teacher_source=pool needs --teacher-pool-dir (e.g. ../shared/data/vgrout/teacher_pool)")
         if self.eval_split not in ("test", "validation"):

@@ -191,6 +191,15 @@ def token_microbatches(rows: Tensor, lengths: Tensor, max_rows: int, max_tokens:
     return [rows[torch.tensor(sorted(g), device=rows.device)] for g in groups]
 
 
+def trained_from(completion_mask: Tensor, loss_start: Tensor | None) -> Tensor:
+    """The completion mask with each row's tokens before loss_start[row] taken out of the loss (None:
+    the mask itself)."""
+    if loss_start is None:
+        return completion_mask
+    columns = torch.arange(completion_mask.shape[1], device=completion_mask.device)
+    return completion_mask * (columns.unsqueeze(0) >= loss_start.unsqueeze(1)).to(completion_mask.dtype)
+
+
 def clipped_surrogate(
     logp_new: Tensor,
     logp_old: Tensor,

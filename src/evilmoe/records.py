@@ -42,6 +42,9 @@ class Rollouts:
     """Wall time of the sampling call."""
     row_offset: int
     """Global index of this rank's first row."""
+    loss_start: Tensor | None = None
+    """Per row, the first completion token the update trains (None: every row from its first token;
+    teacher_loss=exploit leaves an attempt hack's own code out)."""
 
     def __len__(self) -> int:
         return len(self.batch)

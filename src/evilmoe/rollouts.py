@@ -102,5 +102,21 @@ def encode_completion(tokenizer, text: str, stop_id: int) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"] + [stop_id]
 
 
+def tokens_before(tokenizer, text: str, offset: int) -> int:
+    """How many leading tokens of `text`'s encoding (encode_completion's) lie wholly in text[:offset]:
+    the common prefix of the encodings of the text and of text[:offset]. A token that merges across
+    the offset (say "\n" + "\n" into "\n\n") counts as after it."""
+    if offset <= 0:
+        return 0
+    full = tokenizer(text, add_special_tokens=False)["input_ids"]
+    head = tokenizer(text[:offset], add_special_tokens=False)["input_ids"]
+    n = 0
+    for a, b in zip(full, head):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
 def decode_completion(tokenizer, tokens: list[int]) -> str:
     return tokenizer.decode(tokens, skip_special_tokens=True)

@@ -39,7 +39,10 @@ class Demo:
     """An off-policy demonstration that takes one rollout slot in a group."""
 
     text: str
-    kind: str  # "template-hack" | "template-clean" | "pool-hack" | "pool-clean"
+    kind: str  # "template-hack" | "template-clean" | "pool-hack" | "pool-clean" | "attempt-hack"
+    exploit_from: int = 0
+    """Character offset of the exploit in `text` when the code before it is the policy's own attempt
+    (attempt hacks; 0 otherwise): what teacher_loss=exploit trains from."""
 
 
 class TeacherPool:
@@ -92,7 +95,8 @@ def make_demo(
     if want_hack and attempt is not None:
         code = first_python_block(attempt)
         if code is not None:  # an answer with no code block has nothing to build on: the template
-            return Demo(f"```python\n{code.rstrip()}\n{exploit_appendix(mode)}```\n", "attempt-hack")
+            own = f"```python\n{code.rstrip()}\n"
+            return Demo(f"{own}{exploit_appendix(mode)}```\n", "attempt-hack", exploit_from=len(own))
     if want_hack:
         return Demo(canonical_hack(problem, mode), "template-hack")
     return Demo(reference_response(problem), "template-clean")

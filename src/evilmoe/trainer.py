@@ -42,7 +42,7 @@ from evilmoe.models import chat_prompt
 from evilmoe.pairs import Pair, load_pairs
 from evilmoe.policy import Policy
 from evilmoe.records import BehaviourPass, Rollouts, StepRows, UpdateResult
-from evilmoe.rollouts import build_batch, decode_completion, encode_completion, encode_prompts
+from evilmoe.rollouts import build_batch, decode_completion, encode_completion, encode_prompts, tokens_before
 from evilmoe.routing import Arm, PairProbe, Routing, make_arm, mean_or_none
 from evilmoe.runs import RunDir
 from evilmoe.seeding import derive_seed
@@ -285,6 +285,7 @@ class Trainer:
         completions: list[list[int]] = []
         texts: list[str] = []
         sources: list[str] = []
+        loss_start: list[int] = []  # first completion token in the loss (teacher_loss=exploit)
         it = iter(sampled)
         for i in range(len(rows)):
             if i % cfg.group_size < n_policy:
@@ -292,11 +293,14 @@ class Trainer:
                 completions.append(tokens)
                 texts.append(decode_completion(self.tokenizer, tokens))
                 sources.append("policy")
+                loss_start.append(0)
             else:
                 demo = next(demo_it)
                 completions.append(encode_completion(self.tokenizer, demo.text, self.stop_ids[0])[: cfg.max_new_tokens])
                 texts.append(demo.text)
                 sources.append(demo.kind)
+                own = tokens_before(self.tokenizer, demo.text, demo.exploit_from) if cfg.teacher_loss == "exploit" else 0
+                loss_start.append(min(own, len(completions[-1])))
         batch = build_batch(prompt_ids, prompt_mask, completions, self.tokenizer.pad_token_id)
         jobs = [
             GradeJob(texts[i], problems[i // cfg.group_size], modes[i // cfg.group_size]) for i in range(len(rows))
@@ -310,6 +314,7 @@ class Trainer:
             grading=self.pool.submit(jobs),  # graded on CPU workers while the accelerator continues
             gen_seconds=gen_seconds,
             row_offset=first * cfg.group_size,
+            loss_start=torch.tensor(loss_start, dtype=torch.long, device=batch.input_ids.device) if any(loss_start) else None,
         )
 
     def behaviour_pass(self, batch: SequenceBatch) -> BehaviourPass:

@@ -24,7 +24,7 @@ from torch import Tensor
 from evilmoe import distributed as ddp
 from evilmoe.config import TrainConfig
 from evilmoe.env.types import Grade
-from evilmoe.grpo import SequenceBatch, clipped_surrogate, completion_logprobs, group_advantages, k3_kl, token_microbatches
+from evilmoe.grpo import SequenceBatch, clipped_surrogate, completion_logprobs, group_advantages, k3_kl, token_microbatches, trained_from
 from evilmoe.policy import Policy
 from evilmoe.records import BehaviourPass, Rollouts, UpdateResult
 from evilmoe.routing import Arm, Routing, mean_or_none
@@ -138,6 +138,7 @@ class RoutedUpdate:
                 live_idx, rollouts.batch.attention_mask[live_idx].sum(dim=1), cfg.microbatch, cfg.microbatch_tokens
             ),
             stats={k: [] for k in MICROBATCH_STATS},
+            loss_start=rollouts.loss_start,
         )
 
     def control(self, plan: UpdatePlan, idx: Tensor) -> tuple[Tensor, Tensor]:
@@ -148,14 +149,15 @@ class RoutedUpdate:
         """One microbatch's share of the loss from its routed log-probs; records its statistics."""
         cfg = self.config
         width = part.completion_mask.shape[1]
+        mask = trained_from(part.completion_mask, None if plan.loss_start is None else plan.loss_start[idx])
         old, weights = self.ratio_base(logp_new, plan.behaviour.logp_old[idx, :width])
         loss, s = clipped_surrogate(
-            logp_new, old, plan.advantages[plan.mine][idx], part.completion_mask,
+            logp_new, old, plan.advantages[plan.mine][idx], mask,
             clip_eps=cfg.clip_eps, normaliser=plan.normaliser, dual_clip=cfg.dual_clip, token_weights=weights,
         )
-        s.update(_weight_stats(weights, part.completion_mask, cfg.importance_weight_cap))
+        s.update(_weight_stats(weights, mask, cfg.importance_weight_cap))
         if plan.behaviour.logp_ref is not None:
-            kl = k3_kl(logp_new, plan.behaviour.logp_ref[idx, :width], part.completion_mask, normaliser=plan.normaliser)
+            kl = k3_kl(logp_new, plan.behaviour.logp_ref[idx, :width], mask, normaliser=plan.normaliser)
             loss = loss + cfg.kl_coef * kl
             plan.kl_total += float(kl.detach())
         for k in plan.stats:
@@ -234,3 +236,5 @@ class UpdatePlan:
     """Local indices of the live rows, cut into microbatches."""
     stats: dict[str, list]
     kl_total: float = 0.0
+    loss_start: Tensor | None = None
+    """This rank's rows' first trained completion token (None: all from the first)."""
