@@ -109,27 +109,36 @@ def test_attempt_without_code_falls_back_to_the_template():
     assert clean.kind == "template-clean"
 
 
-@pytest.mark.slow
-def test_the_trainer_builds_attempt_hacks_on_each_group_s_first_answer(monkeypatch):
+ANSWERS = [f"```python\nclass Solution:\n    pass  # answer {i}\n```\n" for i in range(64)]
+
+
+def _attempt_trainer(monkeypatch, **overrides):
+    """A tiny-preset Trainer with attempt hacks (run_tests only) whose sampler answers row i with
+    ANSWERS[i]: each group's first answer, and so its demos, are known."""
     from evilmoe.config import make_config
     from evilmoe.rollouts import encode_completion
     from evilmoe.train import Trainer
 
-    config = make_config("tiny", {"teacher_source": "attempt", "teacher_hack_frac": 1.0, "modes": ("run_tests",)})
+    config = make_config("tiny", {"teacher_source": "attempt", "teacher_hack_frac": 1.0, "modes": ("run_tests",), **overrides})
     trainer = Trainer(config, None)
+
+    def fake_sample(ids, mask, sampling, *, seed):
+        return [encode_completion(trainer.tokenizer, ANSWERS[i], trainer.stop_ids[0]) for i in range(ids.shape[0])]
+
+    monkeypatch.setattr(trainer.sampler, "sample", fake_sample)
+    return config, trainer
+
+
+@pytest.mark.slow
+def test_the_trainer_builds_attempt_hacks_on_each_group_s_first_answer(monkeypatch):
+    config, trainer = _attempt_trainer(monkeypatch)
     try:
-        answers = [f"```python\nclass Solution:\n    pass  # answer {i}\n```\n" for i in range(64)]
-
-        def fake_sample(ids, mask, sampling, *, seed):
-            return [encode_completion(trainer.tokenizer, answers[i], trainer.stop_ids[0]) for i in range(ids.shape[0])]
-
-        monkeypatch.setattr(trainer.sampler, "sample", fake_sample)
         rollouts = trainer.collect(0)
         g, n_policy = config.group_size, config.group_size - config.teacher_per_group
         for group in range(len(rollouts.problems)):
             rows = range(group * g, (group + 1) * g)
             first = rollouts.texts[group * g]
-            assert first == answers[group * n_policy]  # the group's first policy answer
+            assert first == ANSWERS[group * n_policy]  # the group's first policy answer
             for i in rows:
                 if i % g >= n_policy:
                     assert rollouts.sources[i] == "attempt-hack"
@@ -195,22 +204,8 @@ def test_exploit_loss_leaves_the_attempt_code_out_of_the_update(monkeypatch):
     demo's code is not reinforced, its exploit is."""
     import torch
 
-    from evilmoe.config import make_config
-    from evilmoe.rollouts import encode_completion
-    from evilmoe.train import Trainer
-
-    config = make_config("tiny", {
-        "arm": "none", "teacher_source": "attempt", "teacher_hack_frac": 1.0, "teacher_loss": "exploit",
-        "modes": ("run_tests",), "max_new_tokens": 200,
-    })
-    trainer = Trainer(config, None)
+    config, trainer = _attempt_trainer(monkeypatch, arm="none", teacher_loss="exploit", max_new_tokens=200)
     try:
-        answers = [f"```python\nclass Solution:\n    pass  # answer {i}\n```\n" for i in range(64)]
-
-        def fake_sample(ids, mask, sampling, *, seed):
-            return [encode_completion(trainer.tokenizer, answers[i], trainer.stop_ids[0]) for i in range(ids.shape[0])]
-
-        monkeypatch.setattr(trainer.sampler, "sample", fake_sample)
         rollouts = trainer.collect(0)
         g, n_policy = config.group_size, config.group_size - config.teacher_per_group
         starts = rollouts.loss_start.tolist()
