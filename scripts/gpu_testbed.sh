@@ -51,19 +51,21 @@ PY
   for log in $root/*.log; do grep -h "causal ablation\|Error\|error" $log | tail -2; done
   ;;
 collect)
-  # everything but checkpoints; of the step rollouts every 20th step and the last
+  # everything but checkpoints; of the step rollouts every 20th step and the last. Runs may still be
+  # writing (a checkpoint renamed into place, a file appended), so a file that vanishes is skipped.
   cd $root && python3 - > /tmp/collect.list <<'PY'
 import pathlib, re
 for run in sorted(p for p in pathlib.Path(".").iterdir() if p.is_dir()):
     steps = sorted(run.glob("rollouts/step_*.jsonl"))
     for f in run.rglob("*"):
-        if not f.is_file() or "checkpoints" in f.parts:
+        if "checkpoints" in f.parts or not f.is_file():
             continue
         m = re.fullmatch(r"step_(\d+)\.jsonl", f.name)
         if m and int(m.group(1)) % 20 != 19 and f != steps[-1]:
             continue
         print(f)
 PY
-  tar czf $OUT/$2.tar.gz -T /tmp/collect.list *.log && ls -la $OUT
+  tar czf $OUT/$2.tar.gz --ignore-failed-read --warning=no-file-changed --warning=no-file-removed \
+    -T /tmp/collect.list $(ls *.log 2>/dev/null); ls -la $OUT
   ;;
 esac
