@@ -13,7 +13,8 @@ count, the keys that only RUN_B has (a field the newer code records in addition)
 containing the given text (e.g. `oracle_returncode`: a grading subprocess killed at its time limit on
 a loaded machine in one run and not the other, with the same grade).
 
-Exit status: 0 when everything agrees within the tolerance, 1 otherwise, 2 on a missing file.
+Exit status: 0 when everything agrees within the tolerance, 1 otherwise, 2 on a missing file or a
+run without a training step (one that failed before it).
 """
 
 from __future__ import annotations
@@ -99,6 +100,10 @@ def by_step(run: Path) -> dict[int, dict[str, Any]]:
     rows = RunDir(run).read_metrics()
     if not rows:
         raise FileNotFoundError(f"{run / 'metrics.jsonl'} is missing or empty")
+    if not any(row["step"] >= 0 for row in rows):
+        # only the set-up row (step -1): the run stopped before its first step, so two failed runs
+        # would otherwise "agree" on their set-up alone
+        raise FileNotFoundError(f"{run / 'metrics.jsonl'} has no training step: did the run fail?")
     return {row["step"]: row for row in rows}  # a resumed run's rewritten step: the last row wins
 
 

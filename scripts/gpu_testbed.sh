@@ -7,6 +7,9 @@
 #   bash scripts/gpu_testbed.sh launch RUNS_FILE     (lines: NAME PRESET-FLAGS...)
 #   bash scripts/gpu_testbed.sh watch SECONDS
 #   bash scripts/gpu_testbed.sh collect NAME
+# Chain `watch` and `collect` in one call (`... watch 500; bash scripts/gpu_testbed.sh collect NAME`)
+# without sourcing gpu_setup.sh in that call's own shell (its `set -e` would end the chain early): a
+# machine given back between calls keeps nothing, so each call should bring back what exists so far.
 source scripts/gpu_setup.sh
 set +e
 root=/root/runs
@@ -49,6 +52,7 @@ PY
     if ! pgrep -f "evilmoe train" > /dev/null; then echo "no run is still going"; break; fi
   done
   for log in $root/*.log; do grep -h "causal ablation\|Error\|error" $log | tail -2; done
+  true  # a quiet log is not a failure: `watch` chained before `collect` must not stop the chain
   ;;
 collect)
   # everything but checkpoints; of the step rollouts every 20th step and the last. Runs may still be
