@@ -166,6 +166,12 @@ class TrainConfig:
     exploit (an attempt hack's own code stays out of the loss, so its advantage reinforces only the
     exploit appended to it and not the wrong code under it; needs teacher_source=attempt). Every
     demonstration still counts in its group's reward baseline."""
+    overlong: str = "train"
+    """What the update does with a sampled completion cut off at max_new_tokens (no end-of-turn
+    token): train (its tokens train like any other's) | mask (none of its tokens train, neither the
+    policy-gradient nor the KL term: DAPO's overlong filtering, so that an answer cut off for its
+    length does not teach through a grade its length did not earn). Its reward still counts in its
+    group's baseline."""
 
     # --- capability warm start and the training split (evilmoe.splits, evilmoe.warmstart) -----
     warm_start_steps: int = 0
@@ -266,6 +272,8 @@ class TrainConfig:
             raise UserError(f"teacher_source must be template, pool or attempt (got {self.teacher_source!r})")
         if self.teacher_loss not in ("all", "exploit"):
             raise UserError(f"teacher_loss must be all or exploit (got {self.teacher_loss!r})")
+        if self.overlong not in ("train", "mask"):
+            raise UserError(f"overlong must be train or mask (got {self.overlong!r})")
         if self.teacher_loss == "exploit" and self.teacher_source != "attempt":
             raise UserError("teacher_loss=exploit trains only the exploit appended to an attempt hack: set --teacher-source attempt")
         if self.teacher_per_group and self.teacher_source == "pool" and not self.teacher_pool_dir:

@@ -44,7 +44,9 @@ class Rollouts:
     """Global index of this rank's first row."""
     loss_start: Tensor | None = None
     """Per row, the first completion token the update trains (None: every row from its first token;
-    teacher_loss=exploit leaves an attempt hack's own code out)."""
+    teacher_loss=exploit leaves an attempt hack's own code out, overlong=mask a truncated row whole)."""
+    truncated: list[bool] = field(default_factory=list)
+    """Per row, whether a sampled completion was cut off at max_new_tokens (demonstrations: False)."""
 
     def __len__(self) -> int:
         return len(self.batch)
@@ -120,3 +122,4 @@ class StepRows:
     sources: list[str]
     completion_tokens: list[int]
     grades: list[Grade]
+    truncated: list[bool]

@@ -285,7 +285,9 @@ class Trainer:
         completions: list[list[int]] = []
         texts: list[str] = []
         sources: list[str] = []
-        loss_start: list[int] = []  # first completion token in the loss (teacher_loss=exploit)
+        loss_start: list[int] = []  # first completion token in the loss (teacher_loss=exploit, overlong=mask)
+        truncated: list[bool] = []
+        stops = set(self.stop_ids)
         it = iter(sampled)
         for i in range(len(rows)):
             if i % cfg.group_size < n_policy:
@@ -293,7 +295,9 @@ class Trainer:
                 completions.append(tokens)
                 texts.append(decode_completion(self.tokenizer, tokens))
                 sources.append("policy")
-                loss_start.append(0)
+                cut = not tokens or tokens[-1] not in stops  # the sampler stops at max_new_tokens or after a stop token
+                truncated.append(cut)
+                loss_start.append(len(tokens) if cut and cfg.overlong == "mask" else 0)
             else:
                 demo = next(demo_it)
                 completions.append(encode_completion(self.tokenizer, demo.text, self.stop_ids[0])[: cfg.max_new_tokens])
@@ -301,6 +305,7 @@ class Trainer:
                 sources.append(demo.kind)
                 own = tokens_before(self.tokenizer, demo.text, demo.exploit_from) if cfg.teacher_loss == "exploit" else 0
                 loss_start.append(min(own, len(completions[-1])))
+                truncated.append(False)
         batch = build_batch(prompt_ids, prompt_mask, completions, self.tokenizer.pad_token_id)
         jobs = [
             GradeJob(texts[i], problems[i // cfg.group_size], modes[i // cfg.group_size]) for i in range(len(rows))
@@ -315,6 +320,7 @@ class Trainer:
             gen_seconds=gen_seconds,
             row_offset=first * cfg.group_size,
             loss_start=torch.tensor(loss_start, dtype=torch.long, device=batch.input_ids.device) if any(loss_start) else None,
+            truncated=truncated,
         )
 
     def behaviour_pass(self, batch: SequenceBatch) -> BehaviourPass:
@@ -364,8 +370,8 @@ class Trainer:
         rollouts then read exactly as in one process); in one process the step's own rows."""
         lengths = rollouts.batch.completion_mask.sum(1).tolist()
         if ddp.world() == 1:
-            return StepRows(rollouts.problems, rollouts.modes, rollouts.texts, rollouts.sources, lengths, grades)
-        parts = ddp.all_gather_object((rollouts.texts, rollouts.sources, lengths, grades))
+            return StepRows(rollouts.problems, rollouts.modes, rollouts.texts, rollouts.sources, lengths, grades, rollouts.truncated)
+        parts = ddp.all_gather_object((rollouts.texts, rollouts.sources, lengths, grades, rollouts.truncated))
         problems = self.step_problems(step)
         return StepRows(
             problems=problems,
@@ -374,6 +380,7 @@ class Trainer:
             sources=[s for p in parts for s in p[1]],
             completion_tokens=[n for p in parts for n in p[2]],
             grades=[g for p in parts for g in p[3]],
+            truncated=[t for p in parts for t in p[4]],
         )
 
     def _step_metrics(self, step: int, rows: StepRows, routing: Routing, out: UpdateResult) -> dict[str, Any]:
@@ -396,6 +403,8 @@ class Trainer:
             "live_groups": int(out.live.sum()) // self.config.group_size,
             "rollout_sources": {s: rows.sources.count(s) for s in sorted(set(rows.sources))},
             "mean_completion_tokens": float(np.mean(rows.completion_tokens)),
+            # cut off at max_new_tokens: the first sign of the length blow-up that precedes a collapse
+            "policy_truncated_rate": mean_or_none([float(rows.truncated[i]) for i in policy]),
             **out.metrics(),
         }
         # the arm's diagnostics: the only place grader flags meet routing (they never enter it)
@@ -412,6 +421,7 @@ class Trainer:
                 "source": rows.sources[i],
                 "text": rows.texts[i],
                 "grade": rows.grades[i].to_dict(),
+                "truncated": rows.truncated[i],
                 "advantage": float(out.advantages[i]),
                 "live": bool(out.live[i]),
                 "w": None if math.isnan(out.w[i]) else float(out.w[i]),
