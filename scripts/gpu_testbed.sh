@@ -10,9 +10,10 @@
 # Chain `watch` and `collect` in one call (`... watch 500; bash scripts/gpu_testbed.sh collect NAME`)
 # without sourcing gpu_setup.sh in that call's own shell (its `set -e` would end the chain early): a
 # machine given back between calls keeps nothing, so each call should bring back what exists so far.
+# RUNS_ROOT (default /root/runs) is where the runs live.
 source scripts/gpu_setup.sh
 set +e
-root=/root/runs
+root=${RUNS_ROOT:-/root/runs}
 mkdir -p $root
 case $1 in
 launch)
@@ -69,7 +70,7 @@ for run in sorted(p for p in pathlib.Path(".").iterdir() if p.is_dir()):
             continue
         print(f)
 PY
-  tar czf $OUT/$2.tar.gz --ignore-failed-read --warning=no-file-changed --warning=no-file-removed \
+  tar czf "$OUT/$2.tar.gz" --ignore-failed-read --warning=no-file-changed --warning=no-file-removed \
     -T /tmp/collect.list $(ls *.log 2>/dev/null); ls -la $OUT
   ;;
 esac

@@ -91,3 +91,33 @@ def test_step_metrics_prints_the_chosen_steps_nested_keys_and_medians():
     assert [line.split(" | ")[0] for line in out[2:]] == ["| 29", "| 30", "| 31", "| median"]
     assert out[3].startswith("| 30 | 0.555 | ")  # zone_route at step 30, from metrics.jsonl
     assert out[-1].startswith("| median | 0.555 | ")  # median of 0.445, 0.555, 0.594
+
+
+def test_testbed_watch_then_collect_brings_back_the_runs_without_checkpoints(tmp_path: Path):
+    """The chain a GPU call ends with: `watch` must exit 0 (even with nothing to report) so that
+    `collect` runs, and collect packs each run without its checkpoints and with every 20th step's
+    rollouts plus the last."""
+    import tarfile
+
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    out.mkdir()
+    for name in ("a", "b"):
+        run = runs / name
+        (run / "rollouts").mkdir(parents=True)
+        (run / "checkpoints").mkdir()
+        (run / "checkpoints" / "step_000040.pt").write_bytes(b"x")
+        (run / "metrics.jsonl").write_text('{"step": -1}\n')
+        for step in range(45):
+            (run / "rollouts" / f"step_{step:06d}.jsonl").write_text("{}\n")
+        (runs / f"{name}.log").write_text("step 44\n")
+    env = {**__import__("os").environ, "OUT": str(out), "RUNS_ROOT": str(runs), "GPU_SETUP_CPU": "1"}
+    chain = "bash scripts/gpu_testbed.sh watch 0 && bash scripts/gpu_testbed.sh collect sweep"
+    proc = subprocess.run(["bash", "-c", chain], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with tarfile.open(out / "sweep.tar.gz") as tar:
+        names = set(tar.getnames())
+    for name in ("a", "b"):
+        assert f"{name}.log" in names and f"{name}/metrics.jsonl" in names
+        steps = sorted(n for n in names if n.startswith(f"{name}/rollouts/"))
+        assert steps == [f"{name}/rollouts/step_{s:06d}.jsonl" for s in (19, 39, 44)]
+    assert not any("checkpoints" in n for n in names)
