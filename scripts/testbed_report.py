@@ -14,7 +14,7 @@ Prints four markdown tables:
    mean completion length exceeds twice its first window (the testbed's stability criteria), and the
    last window's format, length, KL and hack rate.
 With --figure, one row of learning curves per run: policy hack, solve on gt_only and on loophole
-problems, format, length / start, KL, and the validation points.
+problems, format, the share cut off at max_new_tokens, length / start, KL, and the validation points.
 """
 
 from __future__ import annotations
@@ -151,8 +151,10 @@ def figure(runs: list[Path], path: Path, window: int) -> None:
             ("policy_solve_rate_gt_only", "solve (gt_only)"),
             ("policy_solve_rate_loophole", "solve (loophole problems)"),
             ("policy_format_rate", "format"),
+            ("policy_truncated_rate", "cut off at max_new_tokens"),
         ):
-            row[0].plot(steps, windowed(rows, key, window), label=label)
+            if any(m.get(key) is not None for m in rows):  # runs older than a metric lack it
+                row[0].plot(steps, windowed(rows, key, window), label=label)
         row[0].set_title(f"{run.name}: policy rollouts ({window}-step mean)")
         row[0].set_ylim(-0.02, 1.02)
         length = windowed(rows, "mean_completion_tokens", window)
