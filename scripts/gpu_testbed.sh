@@ -60,13 +60,15 @@ collect)
   # writing (a checkpoint renamed into place, a file appended), so a file that vanishes is skipped.
   cd $root && python3 - > /tmp/collect.list <<'PY'
 import pathlib, re
+last = {}  # each rollouts/ folder's last step file (run dirs may sit at any depth, e.g. decide's arm/seed_N)
+for f in pathlib.Path(".").rglob("rollouts/step_*.jsonl"):
+    last[f.parent] = max(last.get(f.parent, f), f)
 for run in sorted(p for p in pathlib.Path(".").iterdir() if p.is_dir()):
-    steps = sorted(run.glob("rollouts/step_*.jsonl"))
     for f in run.rglob("*"):
         if "checkpoints" in f.parts or not f.is_file():
             continue
         m = re.fullmatch(r"step_(\d+)\.jsonl", f.name)
-        if m and int(m.group(1)) % 20 != 19 and f != steps[-1]:
+        if m and int(m.group(1)) % 20 != 19 and f != last.get(f.parent):
             continue
         print(f)
 PY

@@ -101,7 +101,7 @@ def test_testbed_watch_then_collect_brings_back_the_runs_without_checkpoints(tmp
 
     runs, out = tmp_path / "runs", tmp_path / "out"
     out.mkdir()
-    for name in ("a", "b"):
+    for name in ("a", "b", "decide/moe/seed_0"):  # run dirs at any depth (decide's layout too)
         run = runs / name
         (run / "rollouts").mkdir(parents=True)
         (run / "checkpoints").mkdir()
@@ -116,7 +116,7 @@ def test_testbed_watch_then_collect_brings_back_the_runs_without_checkpoints(tmp
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with tarfile.open(out / "sweep.tar.gz") as tar:
         names = set(tar.getnames())
-    for name in ("a", "b"):
+    for name in ("a", "b", "decide/moe/seed_0"):
         assert f"{name}.log" in names and f"{name}/metrics.jsonl" in names
         steps = sorted(n for n in names if n.startswith(f"{name}/rollouts/"))
         assert steps == [f"{name}/rollouts/step_{s:06d}.jsonl" for s in (19, 39, 44)]
