@@ -272,6 +272,35 @@ def test_decide_runs_arms_and_seeds_and_resumes(tmp_path, problems, monkeypatch,
     assert narrow["ci95"] == pytest.approx([0.42 - 4.303 * 0.02 / 3**0.5, 0.42 + 4.303 * 0.02 / 3**0.5])  # df = 2
 
 
+def test_a_decision_built_in_parts_is_read_back_without_training(tmp_path, problems, monkeypatch):
+    """Subsets of arms and seeds trained on machines that keep nothing but the run directories
+    (no checkpoints): one final call with every arm writes the table and trains nothing."""
+    import json
+    import shutil
+
+    from evilmoe import train
+    from evilmoe.decide import run_decision
+
+    original = train.run_training
+    monkeypatch.setattr(train, "run_training", lambda config, out_dir, **kw: original(config, out_dir, problems=problems, **kw))
+    overrides = {"steps": 1, "eval_problems": 2, "eval_train_problems": 0}
+    root = tmp_path / "d"
+    for arm in ("none", "moe"):
+        run_decision("tiny", [arm], [0], str(root), overrides)
+    for folder in list(root.rglob("checkpoints")):
+        shutil.rmtree(folder)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(train, "Trainer", no_training)
+    table = run_decision("tiny", ["none", "moe"], [0], str(root), overrides)
+    for arm in ("none", "moe"):
+        saved = json.loads((root / arm / "seed_0" / "eval.json").read_text())
+        assert table[arm]["heldout"]["hack_on"]["per_seed"] == [saved["sets"]["heldout"]["on"]["hack"]["rate"]]
+    assert "| none | 1 |" in (root / "decision.md").read_text() and "| moe | 1 |" in (root / "decision.md").read_text()
+
+
 def test_gradient_checkpointing_gives_the_same_update(problems):
     """Recomputing layers in backward must see the same per-row routing as the forward did."""
     grads = []
