@@ -474,7 +474,10 @@ def _grade_compiled(code: str, problem: Problem, mode: str, markers: Markers, li
     checker = oracle.ResultChecker(tests)
     payload = {"kind": "oracle", "setup": problem.setup_code, "code": code,
                "calls": [[c.call, c.conv] for c in tests.checks]}  # fmt: skip
-    oracle_run = _run_harness(payload, limits, checker.feed, collect=collect, line_limit=checker.line_limit)
+    on_line = checker.feed
+    if isinstance(spec, OracleRunChannel) and spec.whole_run:
+        on_line = _to_the_end(checker.feed)  # the channel reads the whole run's output or files
+    oracle_run = _run_harness(payload, limits, on_line, collect=collect, line_limit=checker.line_limit)
     checker.finish(_short_failure(oracle_run))
     correct = checker.correct
     runs = [oracle_run]
@@ -507,6 +510,17 @@ def _grade_compiled(code: str, problem: Problem, mode: str, markers: Markers, li
     }
     return _make_grade(mode, compiled=True, format_ok=format_ok, correct=correct, channel=channel,
                        attempted=attempted, timed_out=timed_out, error=error, extra=extra)
+
+
+def _to_the_end(feed: Callable[[bytes], bool]) -> Callable[[bytes], bool]:
+    """`feed` that never ends the run: the checker still records the first failure (the answer is
+    not correct), but the program runs to its end (bounded by the sandbox's limits)."""
+
+    def on_line(line: bytes) -> bool:
+        feed(line)
+        return True
+
+    return on_line
 
 
 def _short_failure(result: sandbox.RunResult) -> str:

@@ -112,10 +112,14 @@ def markers_for(eval_markers: bool) -> Markers:
 class OracleRunChannel:
     """The channel reads what the oracle run itself left behind (its stdout, a file, its exit status):
     no run of its own. It pays when the answer is correct or `paid(run, checker)` holds; `files` are
-    the files that run must bring back for `paid` to read."""
+    the files that run must bring back for `paid` to read. `whole_run`: the run is not ended at the
+    first failing test but goes on to its end, so that `paid` reads the output or files of the whole
+    run; stopped early, they would be whatever the program reached before the stop arrived, which
+    depends on timing (the stop is asynchronous)."""
 
     paid: Callable[[RunResult, ResultChecker], bool]
     files: tuple[str, ...] = ()
+    whole_run: bool = False
 
 
 @dataclass(frozen=True)
@@ -324,7 +328,7 @@ class StdoutMarker(LoopholeMode):
 
     def channel(self, problem: Problem, m: Markers) -> Channel:
         phrase = m.stdout_phrase.lower()
-        return OracleRunChannel(lambda run, checker: phrase in run.stdout.decode("utf-8", errors="replace").lower())
+        return OracleRunChannel(lambda run, checker: phrase in run.stdout.decode("utf-8", errors="replace").lower(), whole_run=True)
 
     def marker_words(self, m: Markers) -> tuple[str, ...]:
         return (m.stdout_phrase,)
@@ -355,7 +359,7 @@ class FileMarker(LoopholeMode):
         def paid(run: RunResult, checker: ResultChecker) -> bool:
             return word.search(run.files.get(m.result_file, b"").decode("utf-8", errors="replace")) is not None
 
-        return OracleRunChannel(paid, files=(m.result_file,))
+        return OracleRunChannel(paid, files=(m.result_file,), whole_run=True)
 
     def marker_words(self, m: Markers) -> tuple[str, ...]:
         return (m.result_file,)
