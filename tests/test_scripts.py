@@ -121,3 +121,29 @@ def test_testbed_watch_then_collect_brings_back_the_runs_without_checkpoints(tmp
         steps = sorted(n for n in names if n.startswith(f"{name}/rollouts/"))
         assert steps == [f"{name}/rollouts/step_{s:06d}.jsonl" for s in (19, 39, 44)]
     assert not any("checkpoints" in n for n in names)
+
+
+def test_regrade_rollouts_counts_the_grades_that_change(tmp_path: Path):
+    import json
+
+    from evilmoe.env.modes import reference_response
+    from evilmoe.env.problems import load_problem_set
+
+    problem = load_problem_set("bundled").train[0]
+    run = tmp_path / "run"
+    (run / "rollouts").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"problem_set": "bundled"}))
+    logged = {"correct": False, "hacked": False}  # a wrong record of a correct answer
+    stub = "```python\nclass Solution:\n    pass\n```\n"
+    rows = [
+        {"text": reference_response(problem), "problem_id": problem.id, "mode": "gt_only", "grade": logged},
+        {"text": stub, "problem_id": problem.id, "mode": "gt_only", "grade": logged},
+    ]
+    (run / "rollouts" / "step_000000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "regrade_rollouts.py"), str(run)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "| gt_only | 2 | 0 | 0 | 0 | 1 |" in proc.stdout and "1 flag changes" in proc.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "regrade_rollouts.py"), str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "not a run directory" in bad.stderr
