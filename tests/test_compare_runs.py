@@ -66,3 +66,14 @@ def test_two_runs_that_failed_before_their_first_step_are_not_the_same(tmp_path)
         (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text().splitlines()[0] + "\n")
     proc = _compare(*runs)
     assert proc.returncode == 2 and "no training step" in proc.stderr and "SAME" not in proc.stdout
+
+
+def test_added_ok_accepts_a_field_only_the_newer_run_has_and_nothing_else(tmp_path):
+    old = _run_dir(tmp_path / "old")
+    new = _run_dir(tmp_path / "new")
+    row = json.loads((new / "rollouts" / "step_000000.jsonl").read_text())
+    (new / "rollouts" / "step_000000.jsonl").write_text(json.dumps({**row, "sample": 0}) + "\n")
+    assert _compare(old, new).returncode == 1  # by default an added key is a mismatch
+    added = _compare(old, new, "--added-ok")
+    assert added.returncode == 0 and "rollouts/step_000000.jsonl:sample" in added.stdout and "only in" in added.stdout
+    assert _compare(new, old, "--added-ok").returncode == 1  # a key the newer run lost is still a mismatch
