@@ -6,7 +6,7 @@
 # from the same distribution for a seed) does not hide everything after it, and float32 (`--dtype
 # float32`), so that the rounding differences of two code paths rarely flip a sampled token. The 14
 # runs (7 arms x old/new) are dealt over PER_GPU queues per GPU, each queue running its runs one after
-# another (default: 1 per GPU for the default model, whose float32 update peaks at up to ~85 GB;
+# another (default: 1 per GPU for the default model: at 7 per GPU a float32 run held up to 85 GB;
 # 7 per GPU for the tiny preset; one queue with GPU_SETUP_CPU), after each side's code has converted
 # the model into its cache (concurrent first conversions would race). A run that fails (an exit status
 # other than 0) is reported as FAILED with its log's last line. Run it alone on the machine: beside
