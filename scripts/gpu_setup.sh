@@ -21,7 +21,7 @@
 # GPU_SETUP_CPU=1 sets only PYTHONPATH and the helpers: a CPU check of a script's own logic.
 set -euo pipefail
 : "${OUT:?set OUT to the folder whose files come back}"
-export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 MODEL=/root/evm/model.gguf
 
 if [ -z "${GPU_SETUP_CPU:-}" ]; then
