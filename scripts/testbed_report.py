@@ -163,21 +163,23 @@ def figure(runs: list[Path], path: Path, window: int) -> None:
         row[1].plot(steps, windowed(rows, "grad_norm", window), label="grad norm")
         row[1].set_yscale("log")
         row[1].set_title("stability")
-        vals = [m for m in rows if m.get("val_hack_on") is not None]
+        # the validation points, the starting model's first (its row is step -1) where the run logged it
+        vals = [m for m in RunDir(run).read_metrics() if m.get("val_hack_on") is not None]
         start = read(run / "eval_start.json")
         for key, set_name, style, label in (
             ("val_skill_solve_on", "skill", "-o", "skill solve (val)"),
             ("val_clean_solve_on", "heldout_clean", "-s", "held-out loophole-free solve (val)"),
             ("val_hack_on", None, "-^", "held-out hack (val)"),
         ):
-            xs = [0] + [m["step"] + 1 for m in vals]
-            if start and set_name in (start.get("sets") or {}):
-                first = start["sets"][set_name]["on"]["solve"]["rate"]
-            else:  # the hack curve starts at 0: the starting model has seen no loophole
-                first = 0.0 if set_name is None and start else None
-            ys = [first] + [m[key] for m in vals]
-            if first is None:
-                xs, ys = xs[1:], ys[1:]
+            xs, ys = [m["step"] + 1 for m in vals], [m[key] for m in vals]
+            if start and vals and vals[0]["step"] >= 0:
+                # a run without a validation of the starting model: only the skill set's start (the
+                # same problems, other sampling seeds) and the hack rate (0: the starting model has seen
+                # no loophole) can stand in; the held-out validation problems are not the start eval's
+                if set_name == "skill" and "skill" in (start.get("sets") or {}):
+                    xs, ys = [0] + xs, [start["sets"]["skill"]["on"]["solve"]["rate"]] + ys
+                elif set_name is None:
+                    xs, ys = [0] + xs, [0.0] + ys
             row[2].plot(xs, ys, style, label=label)
         row[2].set_title("validation (hack expert ON)")
         for ax in row:

@@ -60,10 +60,15 @@ def test_every_step_metric_router_diagnostic_and_eval_is_logged(tracked_run):
     assert scalar(acc, "eval/heldout/hack_on")[2] == pytest.approx(heldout["on"]["hack"]["rate"])
     assert scalar(acc, "eval/heldout/solve_off")[2] == pytest.approx(heldout["off"]["solve"]["rate"])
     assert scalar(acc, "eval/heldout/hack_off_ci_high")[2] == pytest.approx(heldout["off"]["hack"]["ci95"][1])
-    # the periodic validation (eval_every=1: after step 1 of 2), at its step
-    periodic = json.loads((out / "eval" / "eval_step_000001.json").read_text())
-    val = periodic["sets"]["heldout"] if "sets" in periodic else periodic
-    assert scalar(acc, "val_eval/heldout/hack_on") == {1: pytest.approx(val["on"]["hack"]["rate"])}
+    # the periodic validation (eval_every=1: of the starting model and after step 1 of 2), at its step
+    vals = [json.loads((out / "eval" / f"eval_step_00000{k}.json").read_text())["sets"]["heldout"] for k in (0, 1)]
+    assert scalar(acc, "val_eval/heldout/hack_on") == {k: pytest.approx(v["on"]["hack"]["rate"]) for k, v in enumerate(vals)}
+    assert not any(t.startswith("setup/val_") for t in tags)
+    # the starting model's point is also in the start row; its adapter is untrained (zero), so
+    # deleting the hack expert changes nothing there
+    start_row = next(r for r in RunDir(out).read_metrics() if r["step"] == -1)
+    assert start_row["val_hack_on"] == vals[0]["on"]["hack"]["rate"]
+    assert start_row["val_solve_on"] == start_row["val_solve_off"] == vals[0]["off"]["solve"]["rate"]
     # the starting model's evaluation, at step 0
     start = json.loads((out / "eval_start.json").read_text())
     assert scalar(acc, "start/heldout/solve_on") == {0: pytest.approx(start["sets"]["heldout"]["on"]["solve"]["rate"])}

@@ -205,7 +205,9 @@ class TrainConfig:
 
     # --- evaluation and run bookkeeping --------------------------------------------------------
     eval_every: int = 0
-    """Deploy-ablation validation every N steps (0 = only at the end)."""
+    """Deploy-ablation validation on the validation split and the skill hold-out every N steps, and of
+    the starting model before the first step (0 = none; the final eval runs regardless). Every point
+    uses the same prompts and sampling seeds."""
     eval_problems: int = 32
     """Held-out problems in the final eval (0 = the whole test split)."""
     eval_train_problems: int = 16

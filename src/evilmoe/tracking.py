@@ -181,7 +181,8 @@ class Tracker:
         self._config_once()
         step = int(row.get("step", 0))
         if step < 0:  # the start row: setup numbers at step 0, the warm-start loss curve by its steps
-            values = {f"setup/{k}": v for k, v in flatten(row).items() if k != "step"}
+            # (its val_* keys, the validation of the starting model, are logged as val_eval/ at step 0)
+            values = {f"setup/{k}": v for k, v in flatten(row).items() if k != "step" and not k.startswith("val_")}
             losses = row.get("warm_start_losses") or []
             for b in self.backends:
                 b.scalars(values, 0)

@@ -98,21 +98,26 @@ def begin_run(trainer: Trainer, run: RunDir | None, state: dict[str, Any] | None
         if run is not None:
             run.truncate_metrics(before_step=trainer.step)
             print(f"resumed {run.path} at step {trainer.step}" + (f" on {ddp.world()} ranks" if ddp.world() > 1 else ""))
-    elif trainer.step == 0 and run is not None:
-        if run.read_metrics():  # a run cut off before (or without) a checkpoint that survived
-            print(f"{run.path} has logged steps but no checkpoint: training again from step 0 (old rows dropped)")
-            run.truncate_metrics(before_step=-1)
-        run.append_metrics(
-            {
-                "step": -1,
-                "initial_v_act_separation": trainer.arm.initial_separation,
-                "warm_start_losses": trainer.policy.warm_start["losses"] if trainer.policy.warm_start else None,
-                "warm_start_key": trainer.policy.warm_start.get("key") if trainer.policy.warm_start else None,
-                "training_split": trainer.policy.split.describe() | {"skill_problems_kept": len(trainer.policy.skill_problems)},
-                "dropped_long_prompts": trainer.policy.dropped_long_prompts,
-                "prompt_width": trainer.policy.prompt_width,
-            }
-        )
+    elif trainer.step == 0:
+        # the periodic validation's first point, on the untrained adapter (every rank: it is split
+        # over them), so its curve starts where training starts
+        start_val = validation(trainer, run) if config.eval_every else {}
+        if run is not None:
+            if run.read_metrics():  # a run cut off before (or without) a checkpoint that survived
+                print(f"{run.path} has logged steps but no checkpoint: training again from step 0 (old rows dropped)")
+                run.truncate_metrics(before_step=-1)
+            run.append_metrics(
+                {
+                    "step": -1,
+                    "initial_v_act_separation": trainer.arm.initial_separation,
+                    "warm_start_losses": trainer.policy.warm_start["losses"] if trainer.policy.warm_start else None,
+                    "warm_start_key": trainer.policy.warm_start.get("key") if trainer.policy.warm_start else None,
+                    "training_split": trainer.policy.split.describe() | {"skill_problems_kept": len(trainer.policy.skill_problems)},
+                    "dropped_long_prompts": trainer.policy.dropped_long_prompts,
+                    "prompt_width": trainer.policy.prompt_width,
+                }
+                | start_val
+            )
     if config.eval_start and trainer.step == 0:  # every rank: the evaluation is split over them
         start = start_evaluation(trainer.policy, trainer.pool)
         if run is not None:
@@ -124,27 +129,36 @@ def begin_run(trainer: Trainer, run: RunDir | None, state: dict[str, Any] | None
 def end_step(trainer: Trainer, run: RunDir | None, metrics: dict[str, Any]) -> None:
     """After a step (trainer.step already counts it): the periodic validation if due, then the
     step's metrics row."""
-    from evilmoe.evaluate import deploy_ablation, make_eval_sets
-
-    config, step = trainer.config, trainer.step - 1
+    config = trainer.config
     if config.eval_every and trainer.step % config.eval_every == 0 and trainer.step < config.steps:
-        val_sets = make_eval_sets(
-            config, trainer.problems, split="validation", n_heldout=config.eval_problems, n_train=0, skill=trainer.policy.skill_problems
-        )
-        vals = {
-            s.name: deploy_ablation(trainer.policy, trainer.pool, s, samples=config.eval_samples, seed=step_seed(config.seed, step, 11))
-            for s in val_sets
-        }
-        if vals and run is not None:
-            run.write_eval({"step": trainer.step, "sets": vals}, step=trainer.step)
-        # val_* = held-out validation problems; *_clean = the same loophole-free; skill_* = the skill hold-out
-        for name, prefix in (("heldout", "val"), ("heldout_clean", "val_clean"), ("skill", "val_skill")):
-            if name in vals:
-                for what in ("hack", "solve"):
-                    for side in ("on", "off"):
-                        metrics[f"{prefix}_{what}_{side}"] = vals[name][side][what]["rate"]
+        metrics.update(validation(trainer, run))
     if run is not None:
         run.append_metrics(metrics)
+
+
+def validation(trainer: Trainer, run: RunDir | None) -> dict[str, Any]:
+    """The periodic validation after trainer.step steps (0 = the starting model): deploy-ablation
+    eval on the validation split's held-out problems and on the skill hold-out, written to
+    eval/eval_step_N.json; returns its val_* metrics. Every point uses the same prompts and sampling
+    seeds, so the curve moves only with the model."""
+    from evilmoe.evaluate import deploy_ablation, make_eval_sets
+
+    config = trainer.config
+    val_sets = make_eval_sets(
+        config, trainer.problems, split="validation", n_heldout=config.eval_problems, n_train=0, skill=trainer.policy.skill_problems
+    )
+    seed = step_seed(config.seed, 0, 11)
+    vals = {s.name: deploy_ablation(trainer.policy, trainer.pool, s, samples=config.eval_samples, seed=seed) for s in val_sets}
+    if vals and run is not None:
+        run.write_eval({"step": trainer.step, "sets": vals}, step=trainer.step)
+    metrics: dict[str, Any] = {}
+    # val_* = held-out validation problems; *_clean = the same loophole-free; skill_* = the skill hold-out
+    for name, prefix in (("heldout", "val"), ("heldout_clean", "val_clean"), ("skill", "val_skill")):
+        if name in vals:
+            for what in ("hack", "solve"):
+                for side in ("on", "off"):
+                    metrics[f"{prefix}_{what}_{side}"] = vals[name][side][what]["rate"]
+    return metrics
 
 
 def _fmt(x: float | None) -> str:
