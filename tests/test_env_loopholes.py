@@ -179,3 +179,20 @@ def test_a_new_mode_needs_only_its_object(toy_mode):
     assert (elsewhere.reward, elsewhere.hacked) == (0.5, False), elsewhere
     reference = grade(reference_response(p), p, toy_mode, limits=FAST)
     assert (reference.reward, reference.correct, reference.hacked) == (3.5, True, False), reference
+
+
+def test_mode_groups_expand_on_the_command_line():
+    from evilmoe.config import make_config, parse_field_value
+    from evilmoe.env.loopholes import INTACT_MODES
+
+    # the intact group is what the exploit test above checks against the oracle
+    assert INTACT_MODES == tuple(n for n in LOOPHOLE_MODES if get_mode(n).exploit_keeps_answers)
+    assert set(INTACT_MODES) == {"run_tests", "sentinel", "stdout_marker", "file_marker"}
+    modes = parse_field_value("modes", "gt_only,intact")
+    assert modes == ("gt_only", *INTACT_MODES)
+    assert parse_field_value("modes", "loopholes") == LOOPHOLE_MODES
+    assert parse_field_value("modes", "all") == ALL_MODES
+    assert make_config("tiny", {"modes": modes, "loophole_free_share": 0.25}).modes == modes
+    # a group listed beside one of its modes names that mode twice: refused like any repeat
+    with pytest.raises(Exception, match="listed twice"):
+        make_config("tiny", {"modes": parse_field_value("modes", "sentinel,intact")})

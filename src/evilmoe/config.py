@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from evilmoe.arms import ARMS
-from evilmoe.env.loopholes import ALL_MODES, LOOPHOLE_MODES
+from evilmoe.env.loopholes import ALL_MODES, LOOPHOLE_MODES, MODE_GROUPS
 from evilmoe.errors import UserError
 
 
@@ -38,7 +38,9 @@ class TrainConfig:
     """Folder with the LeetCode data (else $EVILMOE_DATA). Not needed for the bundled set."""
     modes: tuple[str, ...] = ALL_MODES
     """Active modes; train problems are partitioned evenly among them unless loophole_free_share is
-    set (docs/design.md#loophole-modes)."""
+    set (docs/design.md#loophole-modes). On the command line, comma-separated; the groups `all`,
+    `loopholes` and `intact` (the loophole modes whose exploit leaves a right answer right) expand
+    to their modes."""
     mode_seed: int = 0
     """Seed of the mode partition (fixed across arms and seeds so all arms see the same problems)."""
     loophole_free_share: float | None = None
@@ -482,6 +484,8 @@ def parse_field_value(name: str, text: str) -> Any:
             if text.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError(text)
+        if name == "modes":  # group names expand in place, so config.json lists the modes themselves
+            return tuple(m for s in text.split(",") if s for m in MODE_GROUPS.get(s, (s,)))
         if isinstance(default, tuple):
             return tuple(s for s in text.split(",") if s)
         if name in ("hard_detach_threshold", "loophole_free_share"):  # optional floats

@@ -504,3 +504,8 @@ class GtOnly(Mode):
 # reordering the existing ones, which keeps every existing partition as it was.
 LOOPHOLE_MODES: tuple[str, ...] = tuple(n for n, mode in _REGISTRY.items() if mode.is_loophole)
 ALL_MODES: tuple[str, ...] = LOOPHOLE_MODES + tuple(n for n, mode in _REGISTRY.items() if not mode.is_loophole)
+# The loophole modes whose exploit leaves a solution intact (a right answer with the exploit appended
+# stays right): hacking them need not unlearn solving (docs/results.md, the testbed).
+INTACT_MODES: tuple[str, ...] = tuple(n for n in LOOPHOLE_MODES if _REGISTRY[n].exploit_keeps_answers)
+# Names that --modes expands (config.parse_field_value): `--modes gt_only,intact`.
+MODE_GROUPS: dict[str, tuple[str, ...]] = {"all": ALL_MODES, "loopholes": LOOPHOLE_MODES, "intact": INTACT_MODES}
