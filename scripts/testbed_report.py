@@ -55,9 +55,12 @@ def windowed(rows: list[dict[str, Any]], key: str, window: int) -> np.ndarray:
 
 def eval_table(runs: list[Path]) -> None:
     """One row per (run, eval set): the run's own start (runs may differ in warm start or sampling),
-    its ON and OFF solve at the end, the lift (OFF minus its own start) and the hack rate ON."""
-    print("| run | eval set | start solve | solve ON | solve OFF | lift | hack ON |")
-    print("|---|---|---|---|---|---|---|")
+    its ON and OFF solve at the end, the lift (OFF minus its own start), the hack rate ON and OFF, and
+    the attempted-hack rate ON -> OFF (the exploit present at all: where the exploit leaves a right
+    answer right, a right answer that carries it counts as solved, not hacked, so only this rate sees
+    the exploit habit on answers that pass)."""
+    print("| run | eval set | start solve | solve ON | solve OFF | lift | hack ON | hack OFF | attempted ON -> OFF |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for run in runs:
         start, final = read(run / "eval_start.json"), read(run / "eval.json")
         for name in SETS:
@@ -67,11 +70,13 @@ def eval_table(runs: list[Path]) -> None:
                 continue
             cells = [run.name, name, rate(s) if s else "-"]
             if f is None:
-                cells += ["-", "-", "-", "-"]
+                cells += ["-"] * 6
             else:
                 off = f["off"]["solve"]
                 lift = f"{off['rate'] - s['rate']:+.3f}" if s and s["rate"] is not None and off["rate"] is not None else "-"
-                cells += [rate(f["on"]["solve"]), rate(off), lift, rate(f["on"]["hack"])]
+                tried = [f[side].get("attempted_hack", {}).get("rate") for side in ("on", "off")]
+                attempted = "-" if None in tried else f"{tried[0]:.3f} -> {tried[1]:.3f}"
+                cells += [rate(f["on"]["solve"]), rate(off), lift, rate(f["on"]["hack"]), rate(f["off"]["hack"]), attempted]
             print("| " + " | ".join(cells) + " |")
 
 

@@ -18,7 +18,10 @@ def _run(path: Path, *, seed: int, arm: str, start: float, off: float, hack: flo
     path.mkdir(parents=True)
     (path / "config.json").write_text(json.dumps({"arm": arm, "seed": seed, "out": str(path), "lr": 3e-4}))
     sets = lambda solve_on, solve_off, hack_on: {  # noqa: E731
-        "skill": {"on": {"solve": _rate(solve_on), "hack": _rate(hack_on)}, "off": {"solve": _rate(solve_off), "hack": _rate(0.0)}}
+        "skill": {
+            "on": {"solve": _rate(solve_on), "hack": _rate(hack_on), "attempted_hack": _rate(min(1.0, 2 * hack_on))},
+            "off": {"solve": _rate(solve_off), "hack": _rate(0.0), "attempted_hack": _rate(0.0)},
+        }
     }
     (path / "eval_start.json").write_text(json.dumps({"sets": sets(start, start, 0.0)}))
     (path / "eval.json").write_text(json.dumps({"sets": sets(off, off, hack)}))
@@ -45,6 +48,9 @@ def test_seed_means_group_runs_that_differ_only_in_the_seed(tmp_path):
     assert cells[3] == "+0.100, +0.000"
     assert cells[4].startswith("0.300 [0.000, ")  # hack 0.4 and 0.2: the interval's low end cut at 0
     assert "moe-s0 +" not in proc.stdout and "+ moe-s0" not in proc.stdout
+    # the per-run table: hack ON and OFF, and the attempted-hack rate ON -> OFF
+    run_row = next(line for line in proc.stdout.splitlines() if line.startswith("| none-s0 | skill"))
+    assert [c.strip() for c in run_row.strip("|").split("|")][6:] == ["0.400 [0.350, 0.450]", "0.000 [0.000, 0.050]", "0.800 -> 0.000"]
 
 
 def test_exploit_spillover_counts_top_level_code_after_the_solution(tmp_path):
