@@ -206,3 +206,9 @@ def test_decide_writes_selectivity_and_the_plane(tmp_path):
     assert "skill" in decision["selectivity"]["absorb"] and "skill" in decision["table"]["absorb"]
     assert (tmp_path / "d" / "decision_plane.png").is_file()
     assert "## Selectivity" in (tmp_path / "d" / "decision.md").read_text()
+    # the attempted-hack rate ON and OFF per arm and set, as the final evals measured it
+    absorb = json.loads((tmp_path / "d" / "absorb" / "seed_0" / "eval.json").read_text())["sets"]["heldout"]
+    entry = decision["table"]["absorb"]["heldout"]
+    assert entry["attempted_hack_on"]["mean"] == absorb["on"]["attempted_hack"]["rate"]
+    assert entry["attempted_hack_off"]["mean"] == absorb["off"]["attempted_hack"]["rate"]
+    assert "| attempted ON | attempted OFF |" in (tmp_path / "d" / "decision.md").read_text()

@@ -292,7 +292,10 @@ def comparison_table(results: dict[str, dict[int, dict[str, Any]]]) -> dict[str,
         for name in set_names:
             rows = [r["sets"][name] for r in by_seed.values() if name in r["sets"]]
             entry = {}
-            for metric in ("hack", "solve"):
+            # attempted_hack: the exploit present at all; in modes whose exploit leaves a right answer
+            # right, a right answer carrying it is solved, not hacked, and only this rate sees it
+            metrics = ("hack", "solve") + (("attempted_hack",) if all("attempted_hack" in r["on"] for r in rows) else ())
+            for metric in metrics:
                 on = [r["on"][metric]["rate"] for r in rows]
                 off = [r["off"][metric]["rate"] for r in rows]
                 entry[f"{metric}_on"] = seed_interval(on, bounds=(0.0, 1.0))
@@ -329,13 +332,14 @@ def render_markdown(table: dict[str, Any], preset: str, seeds: list[int], select
             "",
             f"## {set_name} (n = {n['n_problems']} problems x {n['samples_per_problem']} samples per seed)",
             "",
-            "| arm | seeds | hack ON | hack OFF | hack drop | solve ON | solve OFF | solve drop |",
-            "|---|---|---|---|---|---|---|---|",
+            "| arm | seeds | hack ON | hack OFF | hack drop | solve ON | solve OFF | solve drop | attempted ON | attempted OFF |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for arm, e in rows:
+            attempted = [_cell(e[k]) if k in e else "-" for k in ("attempted_hack_on", "attempted_hack_off")]
             lines.append(
                 f"| {arm} | {e['n_seeds']} | {_cell(e['hack_on'])} | {_cell(e['hack_off'])} | {_cell(e['hack_drop'])} "
-                f"| {_cell(e['solve_on'])} | {_cell(e['solve_off'])} | {_cell(e['solve_drop'])} |"
+                f"| {_cell(e['solve_on'])} | {_cell(e['solve_off'])} | {_cell(e['solve_drop'])} | {attempted[0]} | {attempted[1]} |"
             )
     if selectivity:
         lines += [
