@@ -12,6 +12,9 @@ Every targeted ``nn.Linear`` (q/k/v/o/gate/up/down by default) gets one LoRA of 
 Subtracting the frozen init makes the delta exactly zero at init while ``A x`` is not zero, so both
 A and B get gradient from the first step (plain LoRA's B = 0 would starve A). Because the blocks
 only meet in the sum, there are no cross terms: two independent rank-r adapters in one module.
+It is computed as ``B (A - A0) x + (B - B0) A0 x`` per block, in one down- and one up-projection for
+both blocks (`two_block_delta`): the same value, exact zeros for a block at its init, and the
+[..., d_out] output written once.
 **Ablation** copies the init back into the quarantine block, which makes ``quar`` exactly zero
 (zeroing A/B instead would leave ``-B0 A0 x`` behind).
 
@@ -44,7 +47,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -163,6 +166,72 @@ class PooledCapture:
 
 
 # -----------------------------------------------------------------------------
+# the adapter term, shared by one run's module and the run-batched one
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; the backward multiplies the gradient by `scale` (detached, broadcast)."""
+
+    @staticmethod
+    def forward(ctx, y: Tensor, scale: Tensor) -> Tensor:
+        ctx.save_for_backward(scale)
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (scale,) = ctx.saved_tensors
+        return grad * scale, None
+
+
+def two_block_delta(
+    x: Tensor,
+    A: Tensor,
+    A0: Tensor,
+    B: Tensor,
+    B0: Tensor,
+    rank: int,
+    scaling: float,
+    *,
+    quar_weight: float | Tensor | None = None,
+    dep_grad: Tensor | None = None,
+    capture: Callable[[Tensor], None] | None = None,
+) -> Tensor:
+    """scaling * (dep(x) + quar_weight * quar(x)), the gradient of dep scaled by dep_grad.
+
+    x [..., d_in]; A, A0 [..., 2r, d_in] and B, B0 [..., d_out, 2r] (leading dims broadcast with x's:
+    several runs' factors stacked); quar_weight a float or a tensor broadcasting over x's rows (may
+    carry autograd: the router's w); dep_grad likewise (detached); capture receives A[:r] x.
+
+    Each block b is written as (A_b - A0_b) x -> B_b plus A0_b x -> (B_b - B0_b), which is
+    B_b A_b x - B0_b A0_b x exactly in real arithmetic, so the four rank-r products of both blocks are
+    one down-projection to 4r and one up-projection back: the [..., d_out] output is written once (or
+    twice under a gradient gate), not once per product and again per subtraction. A block whose A and
+    B equal their init (at init, after ablation) contributes exact zeros, since every product has a
+    zero factor; so does a block at weight 0. The differences are taken in the parameters' dtype before
+    the cast to x's, so a bf16 forward does not cancel two large products of the init.
+    """
+    r, dt = rank, x.dtype
+    dA, A0c = (A - A0).to(dt), A0.to(dt)
+    Bc, dB = B.to(dt), (B - B0).to(dt)
+    # the columns of h: [(A-A0)_dep x, A0_dep x, (A-A0)_quar x, A0_quar x], each r wide
+    down = torch.cat([dA[..., :r, :], A0c[..., :r, :], dA[..., r:, :], A0c[..., r:, :]], dim=-2)
+    up = torch.cat([Bc[..., :r], dB[..., :r], Bc[..., r:], dB[..., r:]], dim=-1)
+    h = x @ down.mT
+    if capture is not None:
+        capture(h[..., :r] + h[..., r : 2 * r])  # A_dep x, the router's features
+    if quar_weight is None and dep_grad is None:
+        return (h * scaling) @ up.mT
+    # the quarantine weight multiplies the rank-4r bottleneck, not the [..., d_out] output: same value,
+    # but autograd then keeps only small tensors for the router's gradient
+    dep_in = h[..., : 2 * r] * scaling
+    quar_in = h[..., 2 * r :] * scaling if quar_weight is None else h[..., 2 * r :] * (quar_weight * scaling)
+    if dep_grad is None:
+        return torch.cat([dep_in, quar_in], dim=-1) @ up.mT
+    dep = _ScaleGrad.apply(dep_in @ up[..., : 2 * r].mT, dep_grad)  # value exactly dep; gradient dep_grad * upstream
+    return dep + quar_in @ up[..., 2 * r :].mT
+
+
+# -----------------------------------------------------------------------------
 # one wrapped Linear
 
 
@@ -202,33 +271,18 @@ class Lora2rLinear(nn.Module):
 
     def delta(self, x: Tensor) -> Tensor | None:
         """The adapter's term scaling * (dep + quar) under the current control (None when "off")."""
-        ctl, r, dt = self._control, self.rank, x.dtype
+        ctl = self._control
         if ctl.mode == "off":  # the starting model (e.g. reference log-probs for the KL term)
             return None
-        A, B, A0, B0 = self.A.to(dt), self.B.to(dt), self.A0.to(dt), self.B0.to(dt)
-        h, h0 = x @ A.t(), x @ A0.t()  # [..., 2r] bottlenecks of the trained and the init LoRA
-        if ctl.capture is not None:
-            ctl.capture.record(self.name, h[..., :r])
-        h_dep, h_quar, h0_dep, h0_quar = h[..., :r], h[..., r:], h0[..., :r], h0[..., r:]
-
-        # The quarantine weight multiplies the rank-r bottleneck, not the [.., d_out] output: same
-        # value, but autograd then saves only small tensors for the router's gradient.
+        quar_weight = dep_grad = None
         if ctl.mode == "scale":
-            h_quar, h0_quar = ctl.quarantine_scale * h_quar, ctl.quarantine_scale * h0_quar
+            quar_weight = ctl.quarantine_scale
         elif ctl.mode == "rows":
-            q = self._row_view(ctl.row_q, x)
-            h_quar, h0_quar = q * h_quar, q * h0_quar
-
-        # Each block is its own pair of products (not one fused [B|-B0] matmul), so at init, after
-        # ablation and at scale 0 the quarantine output is bitwise zero, not zero up to rounding.
-        dep = h_dep @ B[:, :r].t() - h0_dep @ B0[:, :r].t()
-        quar = h_quar @ B[:, r:].t() - h0_quar @ B0[:, r:].t()
-        if ctl.mode == "rows":
-            g = self._row_view(ctl.row_g, x)
-            detached = dep.detach()
-            # value: exactly dep (dep - dep.detach() is exactly 0); gradient: g * upstream.
-            dep = detached + g * (dep - detached)
-        return self.scaling * (dep + quar)
+            quar_weight, dep_grad = self._row_view(ctl.row_q, x), self._row_view(ctl.row_g, x)
+        capture = None if ctl.capture is None else (lambda feats: ctl.capture.record(self.name, feats))
+        return two_block_delta(
+            x, self.A, self.A0, self.B, self.B0, self.rank, self.scaling, quar_weight=quar_weight, dep_grad=dep_grad, capture=capture
+        )
 
     def _row_view(self, per_row: Tensor, x: Tensor) -> Tensor:
         """[B] -> [B, 1, ..., 1] in x's dtype/device, checking the batch dimension matches."""

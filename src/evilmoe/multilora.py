@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from evilmoe.errors import UserError
-from evilmoe.lora2r import Lora2rAdapter, Lora2rConfig, Lora2rLinear, build_lora2r, replace_module, targeted_linears
+from evilmoe.lora2r import Lora2rAdapter, Lora2rConfig, Lora2rLinear, build_lora2r, replace_module, targeted_linears, two_block_delta
 
 
 @dataclass
@@ -82,36 +82,35 @@ class MultiLora2rLinear(nn.Module):
 
     def _stacked(self, x: Tensor, out: Tensor, present: list[int], mode: str) -> Tensor:
         """Equal row blocks under one kind of control: every run's adapter term in one batched
-        matmul per factor, whatever the number of runs (the same arithmetic as Lora2rLinear.delta,
-        per block; torch.stack is differentiable, so each run's A and B get their own gradients)."""
+        matmul per factor, whatever the number of runs (Lora2rLinear.delta's own two_block_delta
+        over the runs' stacked factors; torch.stack is differentiable, so each run's A and B get
+        their own gradients)."""
         if mode == "off":
             return out
         runs = [self.runs[i] for i in present]
-        first, dt, k = runs[0], x.dtype, len(runs)
+        first, k = runs[0], len(runs)
         r, scaling = first.rank, first.scaling
         blocks = x.view(k, -1, *x.shape[1:])  # [K, n, ..., d_in]
         lead = (1,) * (blocks.dim() - 3)  # broadcast each run's [d_in, 2r] factor over its rows' dims
 
-        def stacked(name: str) -> Tensor:
-            factor = torch.stack([getattr(m, name) for m in runs]).to(dt)
+        def stacked(name: str) -> Tensor:  # in the parameters' dtype: two_block_delta casts
+            factor = torch.stack([getattr(m, name) for m in runs])
             return factor.view(k, *lead, *factor.shape[1:])
 
-        A, B, A0, B0 = stacked("A"), stacked("B"), stacked("A0"), stacked("B0")
-        h, h0 = blocks @ A.transpose(-1, -2), blocks @ A0.transpose(-1, -2)  # [K, n, ..., 2r]
-        for j, m in enumerate(runs):
-            if m._control.capture is not None:
-                m._control.capture.record(m.name, h[j, ..., :r])
-        h_dep, h_quar, h0_dep, h0_quar = h[..., :r], h[..., r:], h0[..., :r], h0[..., r:]
+        def capture(feats: Tensor) -> None:
+            for j, m in enumerate(runs):
+                if m._control.capture is not None:
+                    m._control.capture.record(m.name, feats[j])
+
+        quar_weight = dep_grad = None
         if mode == "rows":
-            q = self._per_row([m._control.row_q for m in runs], blocks)
-            h_quar, h0_quar = q * h_quar, q * h0_quar
-        dep = h_dep @ B[..., :r].transpose(-1, -2) - h0_dep @ B0[..., :r].transpose(-1, -2)
-        quar = h_quar @ B[..., r:].transpose(-1, -2) - h0_quar @ B0[..., r:].transpose(-1, -2)
-        if mode == "rows":
-            g = self._per_row([m._control.row_g for m in runs], blocks)
-            detached = dep.detach()
-            dep = detached + g * (dep - detached)
-        return out + (scaling * (dep + quar)).view(out.shape)
+            quar_weight = self._per_row([m._control.row_q for m in runs], blocks)
+            dep_grad = self._per_row([m._control.row_g for m in runs], blocks)
+        delta = two_block_delta(
+            blocks, stacked("A"), stacked("A0"), stacked("B"), stacked("B0"), r, scaling,
+            quar_weight=quar_weight, dep_grad=dep_grad, capture=capture,
+        )  # fmt: skip
+        return out + delta.view(out.shape)
 
     def _per_row(self, values: list[Tensor], blocks: Tensor) -> Tensor:
         """Each run's [n] row control -> [K, n, 1, ..., 1] in the blocks' dtype and device."""
