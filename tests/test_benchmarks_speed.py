@@ -126,3 +126,14 @@ def test_activation_memory_counts_one_layer_and_checkpointing_keeps_less(capsys)
     # with it, a layer keeps its input (64 fp32 per token) and little else
     assert per_layer(checkpointed) * 1e3 < per_layer(plain) * 1e3 / 4
     assert "extrapolated: microbatch 64 rows x 550 tokens, 2 layers" in plain
+
+
+def test_adapter_overhead_times_every_control_against_the_base_forward(capsys):
+    import adapter_overhead
+
+    adapter_overhead.main(["--shape", "tiny-llama", "--layers", "1", "--rows", "2", "--tokens", "16", "--repeats", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line[:32].strip(): line[32:].split() for line in lines[2:]}
+    assert list(rows) == ["base (adapter off), forward", "plain, forward + backward", "rows, forward + backward", "rows, forward (no_grad)"]
+    assert rows["base (adapter off), forward"][1] == "1.00"  # the baseline of the ratios
+    assert all(float(seconds) > 0 and float(ratio) > 0 for seconds, ratio in rows.values())
