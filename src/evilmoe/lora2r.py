@@ -430,8 +430,9 @@ class Lora2rAdapter:
         with torch.no_grad():
             for name, m in self.modules.items():
                 A, B, A0, B0 = (t.float() for t in (m.A, m.B, m.A0, m.B0))
-                dep = B[:, :r] @ A[:r] - B0[:, :r] @ A0[:r]
-                quar = B[:, r:] @ A[r:] - B0[:, r:] @ A0[r:]
+                dA, dB = A - A0, B - B0  # as in two_block_delta: exact zeros for a block at its init
+                dep = B[:, :r] @ dA[:r] + dB[:, :r] @ A0[:r]
+                quar = B[:, r:] @ dA[r:] + dB[:, r:] @ A0[r:]
                 out[name] = m.scaling * (dep + scale * quar)
         return out
 
