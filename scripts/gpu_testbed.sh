@@ -44,7 +44,7 @@ if not rows:
     print(f"{name:14s} no step yet"); sys.exit()
 r = rows[-1]; last = rows[-10:]
 mean = lambda k: (sum(x[k] for x in last if x.get(k) is not None) / max(1, sum(1 for x in last if x.get(k) is not None)))
-print(f"{name:14s} step {r['step']:3d} hack {mean('policy_hack_rate'):.2f} solve {mean('policy_solve_rate'):.2f} "
+print(f"{name:14s} step {r['step']:3d} hack {mean('policy_hack_rate'):.2f} tried {mean('policy_attempted_hack_rate'):.2f} solve {mean('policy_solve_rate'):.2f} "
       f"gt {mean('policy_solve_rate_gt_only'):.2f} fmt {mean('policy_format_rate'):.2f} len {mean('mean_completion_tokens'):.0f} cut {mean('policy_truncated_rate'):.2f} "
       f"kl {mean('kl'):.3f} gn {mean('grad_norm'):.2f} t {r['time']['total']:.1f}s"
       + (f" | val skill {r.get('val_skill_solve_on')} clean {r.get('val_clean_solve_on')} hack {r.get('val_hack_on')}" if 'val_hack_on' in r else ""))
