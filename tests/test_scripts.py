@@ -93,6 +93,19 @@ def test_step_metrics_prints_the_chosen_steps_nested_keys_and_medians():
     assert out[-1].startswith("| median | 0.555 | ")  # median of 0.445, 0.555, 0.594
 
 
+def test_step_metrics_takes_the_last_steps_and_their_mean():
+    run = DECIDE / "routeA" / "seed_0"
+    script = [sys.executable, str(ROOT / "scripts" / "step_metrics.py"), str(run), "--keys", "zone_route"]
+    full = subprocess.run(script, capture_output=True, text=True, check=True).stdout.splitlines()
+    last_steps = [line.split(" | ")[0] for line in full[2:-1]][-3:]  # the run's last three logged steps
+    out = subprocess.run([*script, "--steps", "29-31", "--stat", "mean"], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[-1] == f"| mean | {(0.445 + 0.555 + 0.594) / 3:.3f} |"
+    out = subprocess.run([*script, "--last", "3"], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert [line.split(" | ")[0] for line in out[2:-1]] == last_steps
+    bad = subprocess.run([*script, "--last", "0"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--last must be at least 1" in bad.stderr
+
+
 def test_testbed_watch_then_collect_brings_back_the_runs_without_checkpoints(tmp_path: Path):
     """The chain a GPU call ends with: `watch` must exit 0 (even with nothing to report) so that
     `collect` runs, and collect packs each run without its checkpoints and with every 20th step's
