@@ -149,7 +149,8 @@ def figure(runs: list[Path], path: Path, window: int) -> None:
 
     fig, axes = plt.subplots(len(runs), 3, figsize=(15, 3.2 * len(runs)), squeeze=False)
     for row, run in zip(axes, runs):
-        rows = [m for m in RunDir(run).read_metrics() if m.get("step", -1) >= 0]
+        logged = RunDir(run).read_metrics()
+        rows = [m for m in logged if m.get("step", -1) >= 0]
         steps = [m["step"] for m in rows]
         for key, label in (
             ("policy_hack_rate", "hack"),
@@ -169,7 +170,7 @@ def figure(runs: list[Path], path: Path, window: int) -> None:
         row[1].set_yscale("log")
         row[1].set_title("stability")
         # the validation points, the starting model's first (its row is step -1) where the run logged it
-        vals = [m for m in RunDir(run).read_metrics() if m.get("val_hack_on") is not None]
+        vals = [m for m in logged if m.get("val_hack_on") is not None]
         start = read(run / "eval_start.json")
         for key, set_name, style, label in (
             ("val_skill_solve_on", "skill", "-o", "skill solve (val)"),
