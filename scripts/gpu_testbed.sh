@@ -5,7 +5,7 @@
 # (without checkpoints; step rollouts every 20th step) into $OUT. Runs resume from their last
 # checkpoint if launched again on the same machine.
 #   bash scripts/gpu_testbed.sh launch RUNS_FILE     (lines: NAME PRESET-FLAGS...)
-#   bash scripts/gpu_testbed.sh watch SECONDS
+#   bash scripts/gpu_testbed.sh watch SECONDS   (returns within SECONDS + ~10 s: leave collect ~30 s)
 #   bash scripts/gpu_testbed.sh collect NAME
 # Chain `watch` and `collect` in one call (`... watch 500; bash scripts/gpu_testbed.sh collect NAME`)
 # without sourcing gpu_setup.sh in that call's own shell (its `set -e` would end the chain early): a
@@ -28,9 +28,11 @@ launch)
   done < "$2"
   ;;
 watch)
+  # never past SECONDS (the last sleep is shortened): `watch N; collect` must fit the call's limit
   end=$((SECONDS + $2))
   while [ $SECONDS -lt $end ]; do
-    sleep 60
+    left=$((end - SECONDS))
+    sleep $((left < 60 ? left : 60))
     echo "--- $(date +%T) $(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader)"
     for log in $root/*.log; do
       name=$(basename $log .log)

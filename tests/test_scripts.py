@@ -124,9 +124,11 @@ def test_testbed_watch_then_collect_brings_back_the_runs_without_checkpoints(tmp
             (run / "rollouts" / f"step_{step:06d}.jsonl").write_text("{}\n")
         (runs / f"{name}.log").write_text("step 44\n")
     env = {**__import__("os").environ, "OUT": str(out), "RUNS_ROOT": str(runs), "GPU_SETUP_CPU": "1"}
-    chain = "bash scripts/gpu_testbed.sh watch 0 && bash scripts/gpu_testbed.sh collect sweep"
+    # 2 s: one round of progress lines (the last sleep is cut to what is left of the 2 s)
+    chain = "bash scripts/gpu_testbed.sh watch 2 && bash scripts/gpu_testbed.sh collect sweep"
     proc = subprocess.run(["bash", "-c", chain], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "a              no step yet" in proc.stdout and "no run is still going" in proc.stdout
     with tarfile.open(out / "sweep.tar.gz") as tar:
         names = set(tar.getnames())
     for name in ("a", "b", "decide/moe/seed_0"):

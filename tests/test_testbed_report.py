@@ -108,3 +108,42 @@ def test_exploit_spillover_reads_training_rollouts_by_prompt_kind(tmp_path):
     empty.mkdir()
     proc = subprocess.run(script + [str(empty), "--training"], capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "no rollouts/step_" in proc.stderr
+
+
+def test_exploit_spillover_strip_prints_tells_damage_from_selection(tmp_path):
+    """--strip-prints grades print-only appendices again without the prints: a harmless print leaves
+    the count unchanged, a print that floods the output (the oracle fails it) is counted as damage,
+    and an appendix that does more than print is not touched."""
+    import gzip
+
+    from evilmoe.env.modes import reference_response
+    from evilmoe.env.problems import load_problem_set
+
+    problem = load_problem_set("bundled").test[0]
+    right = reference_response(problem)
+    wrong = "```python\nclass Solution:\n    pass\n```\n"
+    append = lambda answer, code: answer.replace("```\n", code + "\n```\n")  # noqa: E731 (the closing fence)
+    rows = [
+        (append(right, "print('done')"), True),  # harmless: right either way
+        (append(right, "print(\n    'x' * 50_000_000\n)"), False),  # floods the output: right only without it
+        (append(wrong, "print('done')"), False),  # wrong either way
+        (append(right, "print('a')\nopen('f', 'w').write('PASS')"), True),  # more than prints: not counted
+        (right, True),  # no appendix: not counted
+    ]
+    run = tmp_path / "r1"
+    (run / "rollouts").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"problem_set": "bundled"}))
+    with gzip.open(run / "rollouts" / "eval_heldout_clean.jsonl.gz", "wt") as f:
+        for answer, correct in rows:
+            row = {"on": answer, "off": answer, "grade_on": {"correct": correct}, "grade_off": {"correct": correct},
+                   "problem_id": problem.id, "mode": "gt_only"}
+            f.write(json.dumps(row) + "\n")
+    script = [sys.executable, str(ROOT / "scripts" / "exploit_spillover.py"), str(run), "--set", "heldout_clean", "--strip-prints"]
+    proc = subprocess.run(script, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    cells = [c.strip() for c in next(line for line in proc.stdout.splitlines() if line.startswith("| r1 |")).strip("|").split("|")]
+    assert cells[1:] == ["3", "1", "1", "2"]
+    # only the bundled set can be graded again
+    (run / "config.json").write_text(json.dumps({"problem_set": "leetcode-medhard"}))
+    proc = subprocess.run(script, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "bundled problem set only" in proc.stderr

@@ -109,6 +109,29 @@ def test_testbed_preset_is_valid():
     assert config.skill_holdout > 0 and config.eval_start and config.eval_loophole_free and config.kl_coef > 0
 
 
+def test_chosen_testbed_preset_is_the_setting_its_runs_used():
+    """`gpu-testbed-intact` names the setting whose three `none` seeds are in docs/results.md, which
+    were launched as `gpu-testbed` plus flags (scripts/testbed_additive_none.txt): the preset must
+    give exactly that config, so those runs and a run of the preset are one setting."""
+    from pathlib import Path
+
+    from evilmoe.cli import _overrides, build_parser
+    from evilmoe.env.loopholes import INTACT_MODES
+
+    runs_file = Path(__file__).resolve().parents[1] / "scripts" / "testbed_additive_none.txt"
+    lines = [line.split() for line in runs_file.read_text().splitlines() if line.strip()]
+    assert len(lines) == 3
+    for name, *flags in lines:
+        args = build_parser().parse_args(["train", "--out", name, *flags])
+        assert args.preset == "gpu-testbed"
+        launched = make_config(args.preset, _overrides(args))
+        per_run = {"arm": launched.arm, "seed": launched.seed, "grading_workers": launched.grading_workers}
+        chosen = make_config("gpu-testbed-intact", per_run)
+        assert dataclasses.asdict(launched) == dataclasses.asdict(chosen)
+    chosen = make_config("gpu-testbed-intact")
+    assert chosen.modes == ("gt_only", *INTACT_MODES) and set(INTACT_MODES) < set(make_config("gpu-testbed").modes)
+
+
 # --- the cache ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_model():

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from evilmoe.arms import ARMS
-from evilmoe.env.loopholes import ALL_MODES, LOOPHOLE_MODES, MODE_GROUPS
+from evilmoe.env.loopholes import ALL_MODES, INTACT_MODES, LOOPHOLE_MODES, MODE_GROUPS
 from evilmoe.errors import UserError
 
 
@@ -458,6 +458,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         eval_samples=4,
         checkpoint_every=10,
     ),
+}
+
+# The testbed as chosen (docs/design.md#the-testbed): gpu-testbed with the warm start on every
+# training family, only the loophole modes whose exploit leaves a right answer right (so that hacking
+# can be learnt without breaking solutions), a quarter of the RL problems loophole-free (a solving
+# signal where no exploit pays), two demonstrations per group built on the policy's own attempt with
+# the exploit appended, KL 0.05, validation at the start and every 100 steps.
+PRESETS["gpu-testbed-intact"] = {
+    **PRESETS["gpu-testbed"],
+    "modes": ("gt_only", *INTACT_MODES),
+    "loophole_free_share": 0.25,
+    "warm_start_families": 1.0,
+    "teacher_source": "attempt",
+    "teacher_hack_frac": 1.0,
+    "kl_coef": 0.05,
+    "eval_every": 100,
 }
 
 
