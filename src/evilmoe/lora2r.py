@@ -169,18 +169,50 @@ class PooledCapture:
 # the adapter term, shared by one run's module and the run-batched one
 
 
-class _ScaleGrad(torch.autograd.Function):
-    """Identity forward; the backward multiplies the gradient by `scale` (detached, broadcast)."""
+class _GatedUp(torch.autograd.Function):
+    """z @ up.mT (the up-projection of both blocks' bottleneck), with the gradient through the
+    deployed block's columns (the first `split` of z and of up) scaled by `gate` (detached, one value
+    per row, broadcasting over z's rows).
+
+    The same gradients as scaling the gradient of the deployed block's [..., d_out] output by the
+    gate, since the gate is constant along d_out: (G * g) @ up = g * (G @ up) and (G * g)^T z =
+    G^T (g * z). Taken on the rank-sized side, the backward writes no [..., d_out] tensor of its own
+    and the forward is one product instead of one per block plus their sum.
+    """
 
     @staticmethod
-    def forward(ctx, y: Tensor, scale: Tensor) -> Tensor:
-        ctx.save_for_backward(scale)
-        return y.view_as(y)
+    def forward(ctx, z: Tensor, up: Tensor, gate: Tensor, split: int) -> Tensor:
+        ctx.save_for_backward(z, up, gate)
+        ctx.split = split
+        return z @ up.mT
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        (scale,) = ctx.saved_tensors
-        return grad * scale, None
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        z, up, gate = ctx.saved_tensors
+        s = ctx.split
+        grad_z = grad_up = None
+        if ctx.needs_input_grad[0]:
+            grad_z = grad @ up
+            grad_z[..., :s] *= gate
+        if ctx.needs_input_grad[1]:
+            gated = torch.cat([z[..., :s] * gate, z[..., s:]], dim=-1)
+            grad_up = _factor_grad(grad, gated, up.shape)
+        return grad_z, grad_up, None, None
+
+
+def _factor_grad(grad: Tensor, z: Tensor, shape: torch.Size) -> Tensor:
+    """grad.mT @ z summed to `shape` ([..., d_out, c], broadcast against z's leading dims), without
+    materialising one [d_out, c] product per row where the factor is shared: the shared dims are
+    folded into the matmul's inner dimension first."""
+    lead = shape[:-2]
+    if all(n == 1 for n in lead):  # one factor for every row (a solo adapter)
+        folded = grad.reshape(-1, grad.shape[-1]).mT @ z.reshape(-1, z.shape[-1])
+        return folded.view(shape)
+    if len(lead) == grad.dim() - 2 and lead[0] == grad.shape[0] and all(n == 1 for n in lead[1:]):  # stacked runs: [K, 1, ..]
+        k = lead[0]
+        folded = grad.reshape(k, -1, grad.shape[-1]).mT @ z.reshape(k, -1, z.shape[-1])
+        return folded.view(shape)
+    return (grad.mT @ z).sum_to_size(shape)
 
 
 def two_block_delta(
@@ -204,9 +236,9 @@ def two_block_delta(
 
     Each block b is written as (A_b - A0_b) x -> B_b plus A0_b x -> (B_b - B0_b), which is
     B_b A_b x - B0_b A0_b x exactly in real arithmetic, so the four rank-r products of both blocks are
-    one down-projection to 4r and one up-projection back: the [..., d_out] output is written once (or
-    twice under a gradient gate), not once per product and again per subtraction. A block whose A and
-    B equal their init (at init, after ablation) contributes exact zeros, since every product has a
+    one down-projection to 4r and one up-projection back: the [..., d_out] output is written once
+    (under a gradient gate too: `_GatedUp`), not once per product and again per subtraction. A block
+    whose A and B equal their init (at init, after ablation) contributes exact zeros, since every product has a
     zero factor; so does a block at weight 0. The differences are taken in the parameters' dtype before
     the cast to x's, so a bf16 forward does not cancel two large products of the init.
     """
@@ -225,10 +257,10 @@ def two_block_delta(
     # but autograd then keeps only small tensors for the router's gradient
     dep_in = h[..., : 2 * r] * scaling
     quar_in = h[..., 2 * r :] * scaling if quar_weight is None else h[..., 2 * r :] * (quar_weight * scaling)
+    z = torch.cat([dep_in, quar_in], dim=-1)
     if dep_grad is None:
-        return torch.cat([dep_in, quar_in], dim=-1) @ up.mT
-    dep = _ScaleGrad.apply(dep_in @ up[..., : 2 * r].mT, dep_grad)  # value exactly dep; gradient dep_grad * upstream
-    return dep + quar_in @ up[..., 2 * r :].mT
+        return z @ up.mT
+    return _GatedUp.apply(z, up, dep_grad, 2 * r)  # value z @ up.mT; the deployed block's gradient * dep_grad
 
 
 # -----------------------------------------------------------------------------
