@@ -251,13 +251,12 @@ def two_block_delta(
     h = x @ down.mT
     if capture is not None:
         capture(h[..., :r] + h[..., r : 2 * r])  # A_dep x, the router's features
-    if quar_weight is None and dep_grad is None:
-        return (h * scaling) @ up.mT
     # the quarantine weight multiplies the rank-4r bottleneck, not the [..., d_out] output: same value,
     # but autograd then keeps only small tensors for the router's gradient
-    dep_in = h[..., : 2 * r] * scaling
-    quar_in = h[..., 2 * r :] * scaling if quar_weight is None else h[..., 2 * r :] * (quar_weight * scaling)
-    z = torch.cat([dep_in, quar_in], dim=-1)
+    if quar_weight is None:
+        z = h * scaling
+    else:
+        z = torch.cat([h[..., : 2 * r] * scaling, h[..., 2 * r :] * (quar_weight * scaling)], dim=-1)
     if dep_grad is None:
         return z @ up.mT
     return _GatedUp.apply(z, up, dep_grad, 2 * r)  # value z @ up.mT; the deployed block's gradient * dep_grad
