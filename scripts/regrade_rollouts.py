@@ -42,20 +42,26 @@ def responses(run: Path, modes: set[str] | None):
                         yield row[side], row["problem_id"], row["mode"], row[f"grade_{side}"], eval_markers
 
 
+def bundled_problems(runs: list[Path]) -> dict:
+    """Every problem of the bundled set by id, after checking that each run trained on it (the only
+    set whose problems ship with the code, so the only one that can be graded again anywhere)."""
+    for run in runs:
+        if not (run / "config.json").is_file():
+            raise SystemExit(f"{run}: not a run directory (no config.json)")
+        name = json.loads((run / "config.json").read_text())["problem_set"]
+        if name != "bundled":
+            raise SystemExit(f"{run}: problem set {name!r}; this script grades the bundled problem set only")
+    ps = load_problem_set("bundled")
+    return {p.id: p for p in ps.train + ps.validation + ps.test}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--modes", default="", help="comma-separated modes to re-grade (default: all)")
     args = parser.parse_args()
     modes = set(filter(None, args.modes.split(","))) or None
-    for run in args.runs:
-        if not (run / "config.json").is_file():
-            raise SystemExit(f"{run}: not a run directory (no config.json)")
-        config = json.loads((run / "config.json").read_text())
-        if config["problem_set"] != "bundled":
-            raise SystemExit(f"{run}: problem set {config['problem_set']!r}; this script reads the bundled set only")
-    ps = load_problem_set("bundled")
-    problems = {p.id: p for p in ps.train + ps.validation + ps.test}
+    problems = bundled_problems(args.runs)
     items = [item for run in args.runs for item in responses(run, modes)]
     missing = {pid for _, pid, _, _, _ in items if pid not in problems}
     if missing:
