@@ -17,6 +17,7 @@ from evilmoe.env.problems import load_problem_set
 from evilmoe.evaluate import make_eval_sets, sample_and_grade
 from evilmoe.localization import (
     component_norms,
+    dose_curve,
     quarantine_keep,
     random_slices,
     removed_norm,
@@ -66,6 +67,26 @@ def test_dose_end_points_are_exactly_on_and_off(policy, pool):
         assert _texts(policy, pool, eval_set) == on
     with scaled_components(policy, quarantine_keep(policy, 0.0)):
         assert _texts(policy, pool, eval_set) == off
+
+
+def test_dose_curve_of_an_untrained_quarantine_samples_once_per_set(pool, monkeypatch):
+    """Every scale of a quarantine still at its init is the same model (the `none` arm): one sampling
+    pass per set, the same rates at every scale; a moved quarantine is sampled at every scale."""
+    handle = Policy(make_config("tiny", dict(arm="none", eval_problems=2, max_new_tokens=8)), load_problem_set("bundled"))
+    eval_set = make_eval_sets(handle.config, handle.problems, split="test", n_heldout=2, n_train=0)[0]
+    calls = []
+    original = handle.sample_texts
+    monkeypatch.setattr(handle, "sample_texts", lambda prompts, *, seed: calls.append(len(prompts)) or original(prompts, seed=seed))
+    flat = dose_curve(handle, pool, [eval_set], samples=1, seed=3, scales=(0.0, 0.5, 1.0))
+    assert sum(calls) == 2 and len(flat["sets"][eval_set.name]) == 3
+    rows = flat["sets"][eval_set.name]
+    assert all(r["hack"] == rows[0]["hack"] and r["solve"] == rows[0]["solve"] for r in rows)
+    with torch.no_grad():
+        for m in handle.adapter.modules.values():
+            m.B[:, m.rank :] += 0.5
+    calls.clear()
+    dose_curve(handle, pool, [eval_set], samples=1, seed=3, scales=(0.0, 0.5, 1.0))
+    assert sum(calls) == 3 * 2
 
 
 def test_scaling_restores_the_adapter_exactly(policy):

@@ -365,6 +365,25 @@ def test_ablation_noop_at_init_removes_planted_quarantine_and_restores():
     assert torch.equal(deployed_state[name + ".A"][R:], m.A0[R:]) and torch.equal(deployed_state[name + ".A"][:R], m.A[:R])
 
 
+def test_quarantine_at_init_sees_any_change_to_the_quarantine_block_only():
+    """The check that lets the final eval reuse ON for OFF: true only while deletion changes no weight."""
+    _, _, adapter = make()
+    assert adapter.quarantine_at_init()
+    perturb(adapter, "deployed", seed=1)
+    assert adapter.quarantine_at_init()  # the deployed block is kept at deployment: not its business
+    with adapter.ablate_quarantine():
+        assert adapter.quarantine_at_init()
+    name, m = next(iter(adapter.modules.items()))
+    for tensor, index in ((m.A, (R, 0)), (m.B, (0, R))):  # one element of one module's quarantine A, then B
+        with torch.no_grad():
+            old = tensor[index].clone()
+            tensor[index] += 1e-12
+        assert not adapter.quarantine_at_init(), name
+        with torch.no_grad():
+            tensor[index] = old
+        assert adapter.quarantine_at_init()
+
+
 def test_disabled_is_exactly_the_base_model():
     model, base, adapter = make()
     perturb(adapter, "both")

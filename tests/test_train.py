@@ -69,6 +69,11 @@ def test_every_arm_trains_and_evaluates(arm, tmp_path, problems, capsys):
         assert all(m["kl"] is not None and m["kl"] >= 0 for m in steps if m["step"] >= 0)
     if arm == "none":  # the quarantine never trains in the capacity-matched control
         assert all(m["grad_norm_quarantine"] == 0 for m in steps if m["step"] >= 0)
+        # ... nor moves (weight decay included), which lets the final eval take ON's samples for OFF
+        from evilmoe.policy import Policy
+
+        assert Policy.from_run_dir(run)[0].adapter.quarantine_at_init()
+        assert all(res["on"] == res["off"] for res in ev["sets"].values())
 
 
 def _final_state(run_dir: Path) -> dict:
@@ -175,6 +180,35 @@ def test_eval_ablation_removes_a_planted_quarantine_perturbation(problems):
     assert on_before == off_before  # untrained quarantine: ON == OFF exactly
     assert [row["off"] for row in after["rollouts"]] == off_before  # ablation removes the plant exactly
     assert [row["on"] for row in after["rollouts"]] != off_before  # ... which really changed the ON model
+
+
+def test_eval_samples_off_only_where_deletion_changes_a_weight(problems, monkeypatch):
+    """With the quarantine at its init, OFF is the ON model bit for bit: one pass of sampling, and OFF's
+    results are ON's. Once the quarantine moved, OFF is sampled again under deletion."""
+    from evilmoe.env.grader import GradingPool
+    from evilmoe.evaluate import deploy_ablation, make_eval_sets
+    from evilmoe.policy import Policy
+
+    policy = Policy(_tiny(arm="moe"), problems)
+    calls = []
+    original = policy.sample_texts
+    monkeypatch.setattr(policy, "sample_texts", lambda prompts, *, seed: calls.append(len(prompts)) or original(prompts, seed=seed))
+    pool = GradingPool(2)
+    try:
+        eval_set = make_eval_sets(policy.config, problems, split="test", n_heldout=3, n_train=0)[0]
+        flat = deploy_ablation(policy, pool, eval_set, samples=2, seed=5, keep_texts=True)
+        sampled_once = sum(calls)
+        r = policy.adapter.rank
+        with torch.no_grad():
+            for m in policy.adapter.modules.values():
+                m.A[r:] += 0.5 * torch.randn_like(m.A[r:])
+        calls.clear()
+        moved = deploy_ablation(policy, pool, eval_set, samples=2, seed=5, keep_texts=True)
+    finally:
+        pool.close()
+    assert sampled_once == 3 * 2 and sum(calls) == 2 * 3 * 2
+    assert flat["on"] == flat["off"] and all(row["on"] == row["off"] for row in flat["rollouts"])
+    assert [row["off"] for row in moved["rollouts"]] == [row["off"] for row in flat["rollouts"]]  # deletion: the init model again
 
 
 def test_paired_bootstrap_and_rates_on_known_data():

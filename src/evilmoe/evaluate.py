@@ -175,10 +175,16 @@ def summarise(sampled: Sampled) -> dict[str, Any]:
 def deploy_ablation(
     policy: Policy, pool: GradingPool, eval_set: EvalSet, *, samples: int, seed: int, rows_per_batch: int = 64, keep_texts: bool = False
 ) -> dict[str, Any]:
-    """Generate with the hack expert ON and OFF on the same prompts and seeds; grade both in `pool`."""
+    """Generate with the hack expert ON and OFF on the same prompts and seeds; grade both in `pool`.
+
+    Where the hack expert still holds its init (the `none` arm), deleting it changes no weight: OFF is
+    the ON model bit for bit, so its samples are ON's rather than drawn a second time."""
     on_s = sample_and_grade(policy, pool, eval_set, samples=samples, seed=seed, rows_per_batch=rows_per_batch, desc=f"eval {eval_set.name} ON")
-    with policy.deployed():
-        off_s = sample_and_grade(policy, pool, eval_set, samples=samples, seed=seed, rows_per_batch=rows_per_batch, desc=f"eval {eval_set.name} OFF")
+    if policy.adapter.quarantine_at_init():
+        off_s = on_s
+    else:
+        with policy.deployed():
+            off_s = sample_and_grade(policy, pool, eval_set, samples=samples, seed=seed, rows_per_batch=rows_per_batch, desc=f"eval {eval_set.name} OFF")
     problems, modes = on_s.problems, on_s.modes
     texts_on, texts_off, on, off = on_s.texts, off_s.texts, on_s.grades, off_s.grades
 

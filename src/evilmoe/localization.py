@@ -97,13 +97,16 @@ def _rates(summary: dict[str, Any]) -> dict[str, float | None]:
 
 
 def dose_curve(policy: Policy, pool: GradingPool, eval_sets: list[EvalSet], *, samples: int, seed: int, scales=DOSE_SCALES) -> dict[str, Any]:
-    """Hack and solve at each quarantine scale, per eval set (same prompts and seeds)."""
+    """Hack and solve at each quarantine scale, per eval set (same prompts and seeds). Where the
+    hack expert holds its init (the `none` arm) every scale is the same model: sampled once."""
     out: dict[str, Any] = {"scales": list(scales), "sets": {}}
+    flat = policy.adapter.quarantine_at_init()
     for eval_set in eval_sets:
         rows = []
         for s in scales:
-            with scaled_components(policy, quarantine_keep(policy, s)):
-                summary = summarise(sample_and_grade(policy, pool, eval_set, samples=samples, seed=seed))
+            if not (flat and rows):
+                with scaled_components(policy, quarantine_keep(policy, s)):
+                    summary = summarise(sample_and_grade(policy, pool, eval_set, samples=samples, seed=seed))
             rows.append({"scale": s, "hack": summary["hack"], "solve": summary["solve"]})
         out["sets"][eval_set.name] = rows
     return out

@@ -374,6 +374,14 @@ class Lora2rAdapter:
                 quar += float(q.square().sum())
         return dep, quar
 
+    def quarantine_at_init(self) -> bool:
+        """True when every module's quarantine block holds exactly its init values: deleting the hack
+        expert (or scaling it) then changes no weight, so the deployed model is the trained one, bit
+        for bit (the `none` arm never trains that block)."""
+        r = self.rank
+        with torch.no_grad():
+            return all(torch.equal(m.A[r:], m.A0[r:]) and torch.equal(m.B[:, r:], m.B0[:, r:]) for m in self.modules.values())
+
     def block_delta_sq_norms(self) -> tuple[float, float]:
         """(deployed, quarantine) squared distance of A and B from their init: how far each block moved."""
         r = self.rank
