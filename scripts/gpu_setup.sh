@@ -22,7 +22,7 @@
 set -euo pipefail
 : "${OUT:?set OUT to the folder whose files come back}"
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-MODEL=/root/evm/model.gguf
+MODEL=${GPU_SETUP_MODEL:-/root/evm/model.gguf}  # GPU_SETUP_MODEL: another model spec (a CPU check of a script with tiny-llama)
 
 if [ -z "${GPU_SETUP_CPU:-}" ]; then
   mkdir -p /root/evm

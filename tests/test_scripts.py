@@ -138,6 +138,43 @@ def test_testbed_watch_then_collect_brings_back_the_runs_without_checkpoints(tmp
     assert not any("checkpoints" in n for n in names)
 
 
+def test_testbed_launch_runs_the_follow_ups_of_a_matching_line(tmp_path: Path):
+    """`launch FILE REGEX` starts only the matching lines, makes a nested NAME's folders, and after
+    training runs each `:: SUBCOMMAND FLAGS` on the run (on CPU: tiny model, one step)."""
+    import json
+    import os
+    import time
+
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    out.mkdir()
+    tiny = "--preset tiny --steps 1 --eval-problems 2 --eval-train-problems 0 --eval-samples 1 --grading-workers 1"
+    (tmp_path / "runs.txt").write_text(
+        f"dec/absorb/seed_0 --arm absorb --seed 0 {tiny} :: localize --slices 2 --scales 0,1 --sets heldout; relearn --steps 1\n"
+        "\n"
+        f"other --arm none {tiny}\n"
+    )
+    env = {**os.environ, "OUT": str(out), "RUNS_ROOT": str(runs), "GPU_SETUP_CPU": "1", "GPU_SETUP_MODEL": "tiny-llama",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    launch = subprocess.run(["bash", "scripts/gpu_testbed.sh", "launch", str(tmp_path / "runs.txt"), "^dec/"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert launch.returncode == 0, launch.stdout + launch.stderr
+    assert "launched dec/absorb/seed_0" in launch.stdout and "other" not in launch.stdout
+    run = runs / "dec" / "absorb" / "seed_0"
+    log = runs / "dec" / "absorb" / "seed_0.log"
+    deadline = time.monotonic() + 400
+    while not (run / "relearn-deleted.json").exists():
+        assert time.monotonic() < deadline and "Traceback" not in (log.read_text() if log.exists() else ""), log.read_text()
+        time.sleep(1)
+    assert json.loads((run / "localization.json").read_text())["dose"]["scales"] == [0.0, 1.0]
+    assert not (runs / "other").exists()
+    watch = subprocess.run(["bash", "scripts/gpu_testbed.sh", "watch", "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert "dec/absorb/seed_0 step   0" in watch.stdout and "done: eval, localize, relearn-deleted" in watch.stdout, watch.stdout
+    assert "relearn deleted:" in watch.stdout  # the follow-up's closing line, from the log
+    none = subprocess.run(["bash", "scripts/gpu_testbed.sh", "launch", str(tmp_path / "runs.txt"), "^nothing$"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert none.returncode != 0 and "no line of" in none.stderr
+
+
 def test_regrade_rollouts_counts_the_grades_that_change(tmp_path: Path):
     import json
 
