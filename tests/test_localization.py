@@ -69,7 +69,7 @@ def test_dose_end_points_are_exactly_on_and_off(policy, pool):
         assert _texts(policy, pool, eval_set) == off
 
 
-def test_dose_curve_of_an_untrained_quarantine_samples_once_per_set(pool, monkeypatch):
+def test_dose_and_slices_of_an_untrained_quarantine_sample_once_per_set(pool, monkeypatch):
     """Every scale of a quarantine still at its init is the same model (the `none` arm): one sampling
     pass per set, the same rates at every scale; a moved quarantine is sampled at every scale."""
     handle = Policy(make_config("tiny", dict(arm="none", eval_problems=2, max_new_tokens=8)), load_problem_set("bundled"))
@@ -81,6 +81,10 @@ def test_dose_curve_of_an_untrained_quarantine_samples_once_per_set(pool, monkey
     assert sum(calls) == 2 and len(flat["sets"][eval_set.name]) == 3
     rows = flat["sets"][eval_set.name]
     assert all(r["hack"] == rows[0]["hack"] and r["solve"] == rows[0]["solve"] for r in rows)
+    calls.clear()  # the slices too: matched to a norm of 0, every slice is the ON model
+    slices = random_slices(handle, pool, [eval_set], samples=1, seed=3, draws=3)
+    assert sum(calls) == 2 and slices["target_norm"] == 0.0
+    assert all(v == slices["sets"][eval_set.name]["rates"]["on"] for v in slices["sets"][eval_set.name]["rates"].values())
     with torch.no_grad():
         for m in handle.adapter.modules.values():
             m.B[:, m.rank :] += 0.5

@@ -134,9 +134,13 @@ def random_slices(policy: Policy, pool: GradingPool, eval_sets: list[EvalSet], *
         "slices": [{"strength": s["strength"], "norm": s["norm"], "under_matched": s["norm"] < 0.99 * target} for s in slices],
         "sets": {},
     }
+    flat = policy.adapter.quarantine_at_init()  # nothing to delete (the `none` arm): the target norm is 0
     for eval_set in eval_sets:
         rates = {}
         for label, removed in conditions.items():
+            if flat and rates:  # ... so every slice is scaled to nothing: each condition is the ON model
+                rates[label] = dict(rates["on"])
+                continue
             keep = {n: 1.0 - c for n, c in removed.items()} if removed is not None else None
             ctx = scaled_components(policy, keep) if keep is not None else contextlib.nullcontext()
             with ctx:
