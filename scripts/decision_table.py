@@ -1,21 +1,27 @@
-"""The decision table (evilmoe decide's decision.md) from whatever runs under ROOT have finished.
+"""The decision (evilmoe decide's decision.md, and more) from whatever runs under ROOT have finished.
 
     python scripts/decision_table.py docs/results/decision-60-steps/decide
+    python scripts/decision_table.py ROOT --figures DIR     # also DIR/decision_plane.png, DIR/dose_by_arm.png
 
 `evilmoe decide` writes decision.md only once every arm x seed is done; this renders the same table
 from the finished runs (ROOT/ARM/seed_N/eval.json) and lists the unfinished ones, so a batch cut
-short by its time budget can still be read. Arms keep the order of evilmoe.config.ARMS.
+short by its time budget, or trained over several machines, can still be read. Arms keep the order
+of evilmoe.config.ARMS. Where the runs have a start evaluation and a `none` arm it adds the
+selectivity (hack removed, skill lift kept); where they were localized (`evilmoe localize`,
+`evilmoe relearn`, e.g. as follow-ups of scripts/gpu_testbed.sh) the dose curves, the random-slice
+baseline and the relearning speed, seed means with t-intervals.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 from evilmoe.config import ARMS
-from evilmoe.decide import comparison_table, render_markdown
+from evilmoe.decide import comparison_table, plot_plane, read_start, render_markdown, selectivity_table
 from evilmoe.evaluate import wilson
+from evilmoe.localization import localization_summary, plot_dose_by_arm, render_localization_markdown
 from evilmoe.runs import RunDir
 
 
@@ -37,30 +43,48 @@ def pooled_table(results: dict[str, dict[int, dict]], set_name: str = "heldout")
     return "\n".join(lines) + "\n"
 
 
-def main(root: Path) -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", type=Path, help="folder of ARM/seed_N run directories")
+    parser.add_argument("--figures", type=Path, help="folder for the (hack, solve) plane and the dose curves by arm")
+    args = parser.parse_args(argv)
+    root = args.root
     runs = sorted(root.glob("*/seed_*/metrics.jsonl"))
     if not runs:
         raise SystemExit(f"no run directories under {root} (expected ARM/seed_N/metrics.jsonl)")
     results: dict[str, dict[int, dict]] = {}
+    finished: dict[str, dict[int, Path]] = {}
     unfinished = []
     for metrics in runs:
         run = metrics.parent
         arm, seed = run.parent.name, int(run.name.removeprefix("seed_"))
         if (run / "eval.json").exists():
             results.setdefault(arm, {})[seed] = json.loads((run / "eval.json").read_text())
+            finished.setdefault(arm, {})[seed] = run
         else:
             last = RunDir(run).read_metrics()[-1]["step"]
             unfinished.append(f"{arm} seed {seed} (trained to step {last + 1})")
     order = {arm: i for i, arm in enumerate(ARMS)}
     results = dict(sorted(results.items(), key=lambda kv: order.get(kv[0], len(order))))
+    finished = {arm: finished[arm] for arm in results}
     seeds = sorted({s for by_seed in results.values() for s in by_seed})
-    print(render_markdown(comparison_table(results), f"of the runs under {root}", seeds))
+    table = comparison_table(results)
+    starts = {arm: {seed: read_start(run) for seed, run in by_seed.items()} for arm, by_seed in finished.items()}
+    selectivity = selectivity_table(results, starts)
+    print(render_markdown(table, f"of the runs under {root}", seeds, selectivity))
     print(pooled_table(results))
+    localization = localization_summary(finished)
+    if localization:
+        print(render_localization_markdown(localization))
     if unfinished:
         print("Unfinished (not in the table): " + "; ".join(unfinished))
+    if args.figures:
+        args.figures.mkdir(parents=True, exist_ok=True)
+        if selectivity:
+            plot_plane(table, selectivity, args.figures / "decision_plane.png")
+        if localization:
+            plot_dose_by_arm(localization, args.figures / "dose_by_arm.png")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit(__doc__)
-    main(Path(sys.argv[1]))
+    main()

@@ -237,3 +237,39 @@ def test_decide_writes_selectivity_and_the_plane(tmp_path):
     assert entry["attempted_hack_on"]["mean"] == absorb["on"]["attempted_hack"]["rate"]
     assert entry["attempted_hack_off"]["mean"] == absorb["off"]["attempted_hack"]["rate"]
     assert "| attempted ON | attempted OFF |" in (tmp_path / "d" / "decision.md").read_text()
+
+
+def _localization_file(run, hack_by_scale, real_drop, slice_mean, z):
+    rate = lambda v: {"rate": v, "ci95": None}  # noqa: E731
+    run.mkdir(parents=True)
+    (run / "localization.json").write_text(json.dumps({
+        "dose": {"scales": sorted(hack_by_scale), "sets": {"heldout": [
+            {"scale": s, "hack": rate(h), "solve": rate(0.1)} for s, h in sorted(hack_by_scale.items())]}},
+        "slices": {"sets": {"heldout": {"position": {"hack": {
+            "real_drop": real_drop, "slice_mean": slice_mean, "z": z, "share_at_least": 0.0, "slice_drops": []}}}}},
+    }))
+
+
+def test_localization_summary_takes_seed_means_over_the_runs_that_have_the_files(tmp_path):
+    from evilmoe.localization import localization_summary, render_localization_markdown
+
+    _localization_file(tmp_path / "moe0", {0.0: 0.0, 1.0: 0.4}, real_drop=0.4, slice_mean=0.1, z=3.0)
+    _localization_file(tmp_path / "moe1", {0.0: 0.2, 1.0: 0.6}, real_drop=0.4, slice_mean=0.2, z=None)  # no spread: no z
+    (tmp_path / "moe1" / "relearn-deleted.json").write_text(json.dumps({"steps_to_half": 4, "auc": 0.3, "on_hack": 0.5, "steps": 20}))
+    (tmp_path / "moe0" / "relearn-deleted.json").write_text(json.dumps({"steps_to_half": None, "auc": 0.1, "on_hack": 0.3, "steps": 20}))
+    (tmp_path / "bare").mkdir()
+    summary = localization_summary({"moe": {0: tmp_path / "moe0", 1: tmp_path / "moe1"}, "none": {0: tmp_path / "bare"}})
+    assert set(summary) == {"moe"}  # an arm with no localization file is left out
+    dose = summary["moe"]["dose"]["heldout"]
+    assert [p["scale"] for p in dose] == [0.0, 1.0]
+    assert dose[0]["hack"]["mean"] == pytest.approx(0.1) and dose[1]["hack"]["mean"] == pytest.approx(0.5)
+    assert dose[1]["hack"]["ci95"] is not None  # two seeds: a t-interval
+    cell = summary["moe"]["slices"]["heldout"]["hack"]
+    assert cell["slice_mean"]["mean"] == pytest.approx(0.15)
+    assert cell["z"]["per_seed"] == [3.0] and cell["z"]["n_runs"] == 2  # the undefined z is left out, and said so
+    relearn = summary["moe"]["relearn"]["deleted"]
+    assert relearn["steps_to_half"] == [None, 4] and relearn["auc"]["mean"] == pytest.approx(0.2)
+    md = render_localization_markdown(summary)
+    assert "| moe | heldout | 2 | 0.100 [" in md  # the hack dose row
+    assert "+3.000 (1 of 2 runs)" in md
+    assert "| moe | deleted | 2 | -, 4 (of 20) | 0.200 [" in md

@@ -170,6 +170,12 @@ def test_testbed_launch_runs_the_follow_ups_of_a_matching_line(tmp_path: Path):
     watch = subprocess.run(["bash", "scripts/gpu_testbed.sh", "watch", "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert "dec/absorb/seed_0 step   0" in watch.stdout and "done: eval, localize, relearn-deleted" in watch.stdout, watch.stdout
     assert "relearn deleted:" in watch.stdout  # the follow-up's closing line, from the log
+    # the decision from that layout, with what the follow-ups wrote, and its figures
+    table = subprocess.run([sys.executable, str(ROOT / "scripts" / "decision_table.py"), str(runs / "dec"), "--figures", str(out)],
+                           capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0, table.stderr
+    assert "| absorb | 1 |" in table.stdout and "## Dose curve" in table.stdout and "## Random slices" in table.stdout
+    assert "| absorb | deleted | 1 |" in table.stdout and (out / "dose_by_arm.png").is_file()
     none = subprocess.run(["bash", "scripts/gpu_testbed.sh", "launch", str(tmp_path / "runs.txt"), "^nothing$"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert none.returncode != 0 and "no line of" in none.stderr

@@ -139,7 +139,7 @@ def run_decision(
     table = comparison_table(results)
     if not ddp.is_main():
         return table
-    starts = {arm: {seed: _read_start(root / arm / f"seed_{seed}") for seed in by_seed} for arm, by_seed in results.items()}
+    starts = {arm: {seed: read_start(root / arm / f"seed_{seed}") for seed in by_seed} for arm, by_seed in results.items()}
     selectivity = selectivity_table(results, starts)
     atomic_write_json(
         root / "decision.json",
@@ -156,7 +156,7 @@ def run_decision(
     return table
 
 
-def _read_start(run: Path) -> dict[str, Any] | None:
+def read_start(run: Path) -> dict[str, Any] | None:
     path = run / "eval_start.json"
     return json.loads(path.read_text()) if path.exists() else None
 

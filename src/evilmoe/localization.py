@@ -342,3 +342,148 @@ def relearning_summary(curve: list[float | None], on_hack: float) -> dict[str, A
     values = [0.0 if v is None else float(v) for v in curve]
     half = next((i + 1 for i, v in enumerate(values) if on_hack > 0 and v >= on_hack / 2), None)
     return {"steps_to_half": half, "auc": float(np.mean(values)) if values else None}
+
+
+# ----------------------------------------------------------------------------------------------
+# across runs: the dose curves, slice positions and relearning of a decision's arms and seeds
+# ----------------------------------------------------------------------------------------------
+def localization_summary(runs: dict[str, dict[int, Any]]) -> dict[str, Any]:
+    """Per arm (runs: arm -> seed -> run directory): the dose curve per set and scale, where the real
+    deletion falls among the random slices per set and field, and the relearning speed per condition,
+    each as seed means with t-intervals over the runs that have the file (`evilmoe localize` writes
+    localization.json, `evilmoe relearn` relearn-<condition>.json). Arms with neither are left out.
+    A z-score or a rate that is undefined in a run (no spread among the slices; nothing sampled) is
+    left out of that mean; steps-to-half is listed per seed (None: not within the relearning steps)."""
+    import json
+    from pathlib import Path
+
+    from evilmoe.decide import seed_interval
+
+    def interval(values: list) -> dict[str, Any]:
+        return seed_interval([v for v in values if v is not None]) | {"n_runs": len(values)}
+
+    out: dict[str, Any] = {}
+    for arm, by_seed in runs.items():
+        dose: dict[str, dict[float, dict[str, list]]] = {}
+        slices: dict[str, dict[str, dict[str, list]]] = {}
+        relearn: dict[str, dict[str, list]] = {}
+        for _, run in sorted(by_seed.items()):
+            path = Path(run) / "localization.json"
+            if path.exists():
+                data = json.loads(path.read_text())
+                for set_name, rows in data["dose"]["sets"].items():
+                    for row in rows:
+                        point = dose.setdefault(set_name, {}).setdefault(float(row["scale"]), {"hack": [], "solve": []})
+                        for field in ("hack", "solve"):
+                            point[field].append(row[field]["rate"])
+                for set_name, res in data["slices"]["sets"].items():
+                    for field, pos in res["position"].items():
+                        cell = slices.setdefault(set_name, {}).setdefault(field, {"real_drop": [], "slice_mean": [], "z": [], "share_at_least": []})
+                        for key in cell:
+                            cell[key].append(pos[key])
+            for condition in RELEARN_CONDITIONS:
+                path = Path(run) / f"relearn-{condition}.json"
+                if path.exists():
+                    data = json.loads(path.read_text())
+                    cell = relearn.setdefault(condition, {"steps_to_half": [], "auc": [], "on_hack": [], "steps": []})
+                    for key in cell:
+                        cell[key].append(data[key])
+        entry: dict[str, Any] = {}
+        if dose:
+            entry["dose"] = {s: [{"scale": scale, **{f: interval(v) for f, v in fields.items()}} for scale, fields in sorted(points.items())]
+                             for s, points in dose.items()}
+        if slices:
+            entry["slices"] = {s: {field: {k: interval(v) for k, v in cell.items()} for field, cell in fields.items()} for s, fields in slices.items()}
+        if relearn:
+            entry["relearn"] = {c: {"steps_to_half": cell["steps_to_half"], "steps": cell["steps"], "auc": interval(cell["auc"]),
+                                    "on_hack": interval(cell["on_hack"])} for c, cell in relearn.items()}
+        if entry:
+            out[arm] = entry
+    return out
+
+
+def _mean_cell(stat: dict[str, Any], signed: bool = False) -> str:
+    if stat["mean"] is None:
+        return "n/a"
+    fmt = "{:+.3f}" if signed else "{:.3f}"
+    text = fmt.format(stat["mean"])
+    if stat["ci95"] is not None:
+        text += " [" + ", ".join(fmt.format(v) for v in stat["ci95"]) + "]"
+    return text + ("" if len(stat["per_seed"]) == stat["n_runs"] else f" ({len(stat['per_seed'])} of {stat['n_runs']} runs)")
+
+
+def render_localization_markdown(summary: dict[str, Any]) -> str:
+    """The summary as markdown: dose curves (hack and solve per scale), random slices, relearning."""
+    lines: list[str] = []
+    dose_rows = [(arm, s, rows) for arm, e in summary.items() for s, rows in e.get("dose", {}).items()]
+    if dose_rows:
+        scales = sorted({r["scale"] for _, _, rows in dose_rows for r in rows})
+        head = " | ".join(f"{x:g}" for x in scales)
+        lines += ["## Dose curve", "",
+                  "Hack and solve with the hack expert's output scaled by s (1 = as trained, 0 = deleted); seed means with t-intervals.", ""]
+        for field in ("hack", "solve"):
+            lines += [f"{field}:", "", f"| arm | eval set | seeds | {head} |", "|---|---|---|" + "---|" * len(scales)]
+            for arm, s, rows in dose_rows:
+                by_scale = {r["scale"]: r[field] for r in rows}
+                cells = " | ".join(_mean_cell(by_scale[x]) if x in by_scale else "-" for x in scales)
+                lines.append(f"| {arm} | {s} | {rows[0][field]['n_runs']} | {cells} |")
+            lines.append("")
+    slice_rows = [(arm, s, field, cell) for arm, e in summary.items() for s, fields in e.get("slices", {}).items() for field, cell in fields.items()]
+    if slice_rows:
+        lines += ["## Random slices", "",
+                  "Drop (ON - condition) from deleting the real hack expert against random norm-matched rank-r slices of the",
+                  "whole adapter; z = (real - slice mean) / slice sd per run; share = slices dropping at least as much. Seed means.", "",
+                  "| arm | eval set | field | real deletion's drop | random slices' drop | z | share of slices at least as large |",
+                  "|---|---|---|---|---|---|---|"]
+        for arm, s, field, c in slice_rows:
+            lines.append(f"| {arm} | {s} | {field} | {_mean_cell(c['real_drop'], True)} | {_mean_cell(c['slice_mean'], True)} "
+                         f"| {_mean_cell(c['z'], True)} | {_mean_cell(c['share_at_least'])} |")
+        lines.append("")
+    relearn_rows = [(arm, c, cell) for arm, e in summary.items() for c, cell in e.get("relearn", {}).items()]
+    if relearn_rows:
+        lines += ["## Relearning", "",
+                  "The deployed model (condition deleted) or the starting model (start) trained alone in the hacking environment:",
+                  "steps until its hack rate reaches half of the run's final one, per seed ('-': not within the steps), and the",
+                  "mean hack rate over the steps (area under the curve).", "",
+                  "| arm | condition | seeds | steps to half, per seed | mean hack over the steps | the run's final hack rate |",
+                  "|---|---|---|---|---|---|"]
+        for arm, c, cell in relearn_rows:
+            halves = ", ".join("-" if h is None else str(h) for h in cell["steps_to_half"])
+            lines.append(f"| {arm} | {c} | {len(cell['steps_to_half'])} | {halves} (of {max(cell['steps'])}) "
+                         f"| {_mean_cell(cell['auc'])} | {_mean_cell(cell['on_hack'])} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_dose_by_arm(summary: dict[str, Any], path, set_names=("heldout", "skill")) -> None:
+    """Hack and solve against the hack expert's scale, one line per arm (seed means, t-interval bars),
+    one column per eval set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = [s for s in set_names if any(s in e.get("dose", {}) for e in summary.values())]
+    if not sets:
+        return
+    fig, axes = plt.subplots(2, len(sets), figsize=(4.8 * len(sets), 7), squeeze=False)
+    for col, set_name in enumerate(sets):
+        for row, field in enumerate(("hack", "solve")):
+            ax = axes[row][col]
+            for i, (arm, e) in enumerate(summary.items()):
+                rows = e.get("dose", {}).get(set_name)
+                if not rows:
+                    continue
+                xs = [r["scale"] for r in rows]
+                ys = [np.nan if r[field]["mean"] is None else r[field]["mean"] for r in rows]
+                err = [[0.0 if r[field]["ci95"] is None else r[field]["mean"] - r[field]["ci95"][0] for r in rows],
+                       [0.0 if r[field]["ci95"] is None else r[field]["ci95"][1] - r[field]["mean"] for r in rows]]
+                ax.errorbar(xs, ys, yerr=err, fmt="-o", color=f"C{i}", label=arm, capsize=3, markersize=4)
+            ax.set_title(f"{field}, {set_name}")
+            ax.set_xlabel("hack expert scale (1 = as trained, 0 = deleted)")
+            ax.set_ylabel(f"{field} rate")
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
