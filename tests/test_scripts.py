@@ -181,6 +181,41 @@ def test_testbed_launch_runs_the_follow_ups_of_a_matching_line(tmp_path: Path):
     assert none.returncode != 0 and "no line of" in none.stderr
 
 
+@pytest.mark.parametrize("runs_file", sorted((ROOT / "scripts").glob("testbed_*.txt")), ids=lambda p: p.name)
+def test_every_runs_file_line_is_a_valid_run_and_follow_ups(runs_file: Path):
+    """A GPU session must not be spent on a typo: each line's flags build a valid config, and each
+    follow-up after `::` parses as the subcommand it names, on the run."""
+    from evilmoe.cli import _overrides, build_parser
+    from evilmoe.config import make_config
+
+    lines = [line for line in runs_file.read_text().splitlines() if line.strip()]
+    assert lines
+    for line in lines:
+        spec, _, follow = line.partition("::")
+        name, *flags = spec.split()
+        args = build_parser().parse_args(["train", "--out", name, *flags])
+        make_config(args.preset, _overrides(args)).validate()
+        for step in filter(str.strip, follow.split(";")):
+            sub, *rest = step.split()
+            assert sub in ("localize", "relearn", "eval", "export", "report"), step
+            build_parser().parse_args([sub, name, *rest])
+
+
+def test_decision_runs_file_has_every_arm_on_three_seeds_in_decides_layout():
+    from evilmoe.cli import _overrides, build_parser
+    from evilmoe.config import ARMS, make_config
+
+    lines = (ROOT / "scripts" / "testbed_decision.txt").read_text().splitlines()
+    seen = set()
+    for line in lines:
+        name, *flags = line.partition("::")[0].split()
+        config = make_config("gpu-testbed-intact", _overrides(build_parser().parse_args(["train", "--out", name, *flags])))
+        assert name == f"decide/{config.arm}/seed_{config.seed}"
+        assert "localize" in line and "relearn" in line
+        seen.add((config.arm, config.seed))
+    assert seen == {(arm, seed) for arm in ARMS for seed in (0, 1, 2)} and len(lines) == len(seen)
+
+
 def test_regrade_rollouts_counts_the_grades_that_change(tmp_path: Path):
     import json
 
