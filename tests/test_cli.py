@@ -89,6 +89,17 @@ def test_run_on_cuda_runs_the_gpu_experiment_through_decide(monkeypatch, capsys)
     assert "NVIDIA H100" in plan and "gpu-small" in plan and "moe" in plan and "none" in plan and "minutes" in plan
 
 
+def test_decide_passes_the_localization_flags(monkeypatch):
+    from evilmoe import decide
+
+    calls = []
+    monkeypatch.setattr(decide, "run_decision", lambda *a, **k: calls.append(k) or {"moe": {}})
+    assert cli.main(["decide", "--preset", "tiny", "--out", "x", "--localize", "--relearn-steps", "7"]) == 0
+    assert cli.main(["decide", "--preset", "tiny", "--out", "x"]) == 0
+    assert (calls[0]["localize"], calls[0]["relearn_steps"]) == (True, 7)
+    assert (calls[1]["localize"], calls[1]["relearn_steps"]) == (False, 20)
+
+
 def test_run_on_cpu_runs_the_demo(monkeypatch, capsys):
     import torch
 

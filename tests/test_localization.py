@@ -13,6 +13,7 @@ import torch
 from evilmoe.cli import main as cli_main
 from evilmoe.config import make_config
 from evilmoe.env.grader import GradingPool
+from evilmoe.errors import UserError
 from evilmoe.env.problems import load_problem_set
 from evilmoe.evaluate import make_eval_sets, sample_and_grade
 from evilmoe.localization import (
@@ -273,3 +274,29 @@ def test_localization_summary_takes_seed_means_over_the_runs_that_have_the_files
     assert "| moe | heldout | 2 | 0.100 [" in md  # the hack dose row
     assert "+3.000 (1 of 2 runs)" in md
     assert "| moe | deleted | 2 | -, 4 (of 20) | 0.200 [" in md
+
+
+def test_decide_localize_reports_dose_slices_and_relearning_and_resumes(tmp_path, monkeypatch):
+    import evilmoe.localization as localization
+    from evilmoe.decide import run_decision
+
+    # no skill hold-out, one held-out problem: the analyses' own sets are then the held-out one alone
+    overrides = dict(steps=1, skill_holdout=0.0, eval_problems=1, eval_train_problems=0, eval_samples=1)
+    root = tmp_path / "d"
+    run_decision("tiny", ["none", "absorb"], [0], str(root), overrides, localize=True, relearn_steps=1)
+    absorb, none = root / "absorb" / "seed_0", root / "none" / "seed_0"
+    assert set(json.loads((absorb / "localization.json").read_text())["dose"]["sets"]) == {"heldout"}
+    assert (absorb / "relearn-deleted.json").is_file() and not (absorb / "relearn-start.json").exists()
+    assert (none / "relearn-start.json").is_file() and not (none / "relearn-deleted.json").exists()
+    text = (root / "decision.md").read_text()
+    assert "## Dose curve" in text and "## Random slices" in text and "| absorb | deleted | 1 |" in text and "| none | start | 1 |" in text
+    assert (root / "dose_by_arm.png").is_file()
+    assert set(json.loads((root / "decision.json").read_text())["localization"]) == {"none", "absorb"}
+    # again: every run and every analysis is there, so nothing is trained or analysed a second time
+    calls = []
+    monkeypatch.setattr(localization, "localize_run_dir", lambda *a, **k: calls.append("localize"))
+    monkeypatch.setattr(localization, "relearn_run_dir", lambda *a, **k: calls.append("relearn"))
+    run_decision("tiny", ["none", "absorb"], [0], str(root), overrides, localize=True, relearn_steps=1)
+    assert calls == []
+    with pytest.raises(UserError, match="relearn-steps"):
+        run_decision("tiny", ["none"], [0], str(root), overrides, localize=True, relearn_steps=0)

@@ -131,6 +131,9 @@ def _train_commands(sub: argparse._SubParsersAction) -> None:
                    "(each run exactly as alone, given the same rollouts; see docs/design.md#several-runs-on-one-gpu)")
     p.add_argument("--update-rows", type=int, default=None, help="with --batched: the most rows in one training forward "
                    "(default: every run's microbatch in one forward, each layer recomputed in backward; microbatch: a solo run's memory, no recomputation)")
+    p.add_argument("--localize", action="store_true", help="once trained, localize every run (dose curve and 10 random slices, held-out and "
+                   "skill sets) and relearn its deployed model (the none arm's: the starting model); the decision then reports them")
+    p.add_argument("--relearn-steps", type=int, default=20, help="with --localize: relearning steps per run")
     _add_config_fields(p, skip=("arm", "seed"))
 
 
@@ -253,7 +256,7 @@ def _dispatch(args: argparse.Namespace) -> int | None:
             raise UserError(f"--seeds must be comma-separated integers (got {args.seeds!r})") from None
         table = run_decision(
             args.preset, arms, seeds, args.out, _overrides(args), time_budget_s=args.time_budget_s, parallel=args.parallel,
-            batched=args.batched, update_rows=args.update_rows,
+            batched=args.batched, update_rows=args.update_rows, localize=args.localize, relearn_steps=args.relearn_steps,
         )
         return 0 if table is not None else 3
     raise AssertionError(f"unhandled command {args.command}")

@@ -54,6 +54,8 @@ def run_decision(
     parallel: int = 1,
     batched: bool = False,
     update_rows: int | None = None,
+    localize: bool = False,
+    relearn_steps: int = 20,
 ) -> dict[str, Any] | None:
     """Train + evaluate every arm x seed (skipping finished ones); write decision.{json,md}.
 
@@ -69,6 +71,12 @@ def run_decision(
     forward's rows. A batched run whose update turns non-finite stops alone and is left out of
     the table (its run directory says why).
 
+    localize: once every run is trained, localize each (the dose curve and 10 random slices on the
+    held-out and skill sets, evilmoe.localization) and relearn its deployed model for `relearn_steps`
+    steps (the `none` arm's runs from the starting model instead: the baseline). Each run's analyses
+    are skipped where its files exist, so this resumes too. The decision reports whatever analyses
+    its runs hold, however they were made.
+
     Returns the table, or None if the time budget ran out first (runs are checkpointed).
     Under torchrun every rank runs the same arms x seeds loop (each run data-parallel); only rank 0
     writes and prints.
@@ -81,6 +89,10 @@ def run_decision(
         raise UserError("--batched trains several runs in one process on one device; it does not combine with torchrun")
     if update_rows is not None and not batched:
         raise UserError("--update-rows sizes the forwards of --batched runs; add --batched")
+    if localize and relearn_steps < 1:
+        raise UserError(f"--relearn-steps must be at least 1 (got {relearn_steps})")
+    if localize and ddp.world() > 1:
+        raise UserError("--localize runs after training in one process; under torchrun run `evilmoe localize` and `evilmoe relearn` per run afterwards")
     if parallel > 1 and ddp.world() > 1:
         raise UserError("--parallel runs several single-process runs on one device; it does not combine with torchrun")
     if parallel > 1 and not overrides.get("grading_workers"):
@@ -139,13 +151,24 @@ def run_decision(
     table = comparison_table(results)
     if not ddp.is_main():
         return table
-    starts = {arm: {seed: read_start(root / arm / f"seed_{seed}") for seed in by_seed} for arm, by_seed in results.items()}
+    run_dirs = {arm: {seed: root / arm / f"seed_{seed}" for seed in by_seed} for arm, by_seed in results.items()}
+    if localize and not _localize_runs(run_dirs, relearn_steps, deadline):
+        print("time budget reached during the localization; run the same command again to continue")
+        return None
+    from evilmoe.localization import localization_summary, plot_dose_by_arm, render_localization_markdown
+
+    starts = {arm: {seed: read_start(run) for seed, run in by_seed.items()} for arm, by_seed in run_dirs.items()}
     selectivity = selectivity_table(results, starts)
+    localization = localization_summary(run_dirs)
     atomic_write_json(
         root / "decision.json",
-        {"preset": preset, "overrides": overrides, "arms": arms, "seeds": seeds, "table": table, "selectivity": selectivity},
+        {"preset": preset, "overrides": overrides, "arms": arms, "seeds": seeds, "table": table, "selectivity": selectivity,
+         "localization": localization},
     )
     text = render_markdown(table, preset, seeds, selectivity)
+    if localization:
+        text += "\n" + render_localization_markdown(localization)
+        plot_dose_by_arm(localization, root / "dose_by_arm.png")
     atomic_write_text(root / "decision.md", text)
     if selectivity:
         plot_plane(table, selectivity, root / "decision_plane.png")
@@ -154,6 +177,24 @@ def run_decision(
     print(f"report: {write_report(root)}")
     print(text)
     return table
+
+
+def _localize_runs(run_dirs: dict[str, dict[int, Path]], relearn_steps: int, deadline: float | None) -> bool:
+    """decide --localize: each run's dose curve, random slices and relearning, where not yet written.
+    False if the deadline passed first."""
+    from evilmoe.localization import localize_run_dir, relearn_run_dir
+
+    for arm, by_seed in run_dirs.items():
+        for seed, run in sorted(by_seed.items()):
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            if not (run / "localization.json").exists():
+                print(f"localizing {arm} seed {seed}")
+                localize_run_dir(str(run), sets=("heldout", "skill"))
+            condition = "start" if arm == "none" else "deleted"  # none has nothing deleted: its relearning is the baseline's
+            if not (run / f"relearn-{condition}.json").exists():
+                relearn_run_dir(str(run), steps=relearn_steps, condition=condition)
+    return True
 
 
 def read_start(run: Path) -> dict[str, Any] | None:
