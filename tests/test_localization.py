@@ -13,8 +13,8 @@ import torch
 from evilmoe.cli import main as cli_main
 from evilmoe.config import make_config
 from evilmoe.env.grader import GradingPool
-from evilmoe.errors import UserError
 from evilmoe.env.problems import load_problem_set
+from evilmoe.errors import UserError
 from evilmoe.evaluate import make_eval_sets, sample_and_grade
 from evilmoe.localization import (
     component_norms,
