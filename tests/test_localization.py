@@ -278,10 +278,10 @@ def test_localization_summary_takes_seed_means_over_the_runs_that_have_the_files
 
 def test_decide_localize_reports_dose_slices_and_relearning_and_resumes(tmp_path, monkeypatch):
     import evilmoe.localization as localization
-    from evilmoe.decide import run_decision
+    from evilmoe.decide import _localize_runs, run_decision
 
     # no skill hold-out, one held-out problem: the analyses' own sets are then the held-out one alone
-    overrides = dict(steps=1, skill_holdout=0.0, eval_problems=1, eval_train_problems=0, eval_samples=1)
+    overrides = dict(steps=1, skill_holdout=0.0, eval_problems=1, eval_train_problems=0, eval_samples=1, grading_workers=1)
     root = tmp_path / "d"
     run_decision("tiny", ["none", "absorb"], [0], str(root), overrides, localize=True, relearn_steps=1)
     absorb, none = root / "absorb" / "seed_0", root / "none" / "seed_0"
@@ -292,6 +292,12 @@ def test_decide_localize_reports_dose_slices_and_relearning_and_resumes(tmp_path
     assert "## Dose curve" in text and "## Random slices" in text and "| absorb | deleted | 1 |" in text and "| none | start | 1 |" in text
     assert (root / "dose_by_arm.png").is_file()
     assert set(json.loads((root / "decision.json").read_text())["localization"]) == {"none", "absorb"}
+    # with --parallel the analyses run in spawned processes, one run each: the same files come back
+    written = [absorb / "localization.json", absorb / "relearn-deleted.json", none / "localization.json", none / "relearn-start.json"]
+    for path in written:
+        path.unlink()
+    assert _localize_runs({"none": {0: none}, "absorb": {0: absorb}}, 1, None, parallel=2)
+    assert all(path.is_file() for path in written)
     # again: every run and every analysis is there, so nothing is trained or analysed a second time
     calls = []
     monkeypatch.setattr(localization, "localize_run_dir", lambda *a, **k: calls.append("localize"))

@@ -73,8 +73,8 @@ def run_decision(
 
     localize: once every run is trained, localize each (the dose curve and 10 random slices on the
     held-out and skill sets, evilmoe.localization) and relearn its deployed model for `relearn_steps`
-    steps (the `none` arm's runs from the starting model instead: the baseline). Each run's analyses
-    are skipped where its files exist, so this resumes too. The decision reports whatever analyses
+    steps (the `none` arm's runs from the starting model instead: the baseline), `parallel` runs at a
+    time. Each run's analyses are skipped where its files exist, so this resumes too. The decision reports whatever analyses
     its runs hold, however they were made.
 
     Returns the table, or None if the time budget ran out first (runs are checkpointed).
@@ -152,7 +152,7 @@ def run_decision(
     if not ddp.is_main():
         return table
     run_dirs = {arm: {seed: root / arm / f"seed_{seed}" for seed in by_seed} for arm, by_seed in results.items()}
-    if localize and not _localize_runs(run_dirs, relearn_steps, deadline):
+    if localize and not _localize_runs(run_dirs, relearn_steps, deadline, parallel):
         print("time budget reached during the localization; run the same command again to continue")
         return None
     from evilmoe.localization import localization_summary, plot_dose_by_arm, render_localization_markdown
@@ -179,21 +179,36 @@ def run_decision(
     return table
 
 
-def _localize_runs(run_dirs: dict[str, dict[int, Path]], relearn_steps: int, deadline: float | None) -> bool:
-    """decide --localize: each run's dose curve, random slices and relearning, where not yet written.
+def _localize_runs(run_dirs: dict[str, dict[int, Path]], relearn_steps: int, deadline: float | None, parallel: int = 1) -> bool:
+    """decide --localize: each run's dose curve, random slices and relearning, where not yet written;
+    `parallel` runs at a time, one process each, spread over the visible GPUs (as in training).
     False if the deadline passed first."""
+    jobs = [(arm, str(run)) for arm, by_seed in run_dirs.items() for _, run in sorted(by_seed.items())]
+    args = [(arm, run, relearn_steps, deadline) for arm, run in jobs]
+    if parallel == 1:
+        return all([_analyse_run(*a) for a in args])  # a list: every run is tried (the deadline stops the rest)
+    gpus = gpu_slots(len(args), _visible_gpus())
+    with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
+        return all(list(pool.map(_analyse_run, *zip(*args), gpus)))
+
+
+def _analyse_run(arm: str, run: str, relearn_steps: int, deadline: float | None, gpu: str | None = None) -> bool:
+    """One run's analyses (see _localize_runs); False if the deadline came first. gpu: as in _train_one."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     from evilmoe.localization import localize_run_dir, relearn_run_dir
 
-    for arm, by_seed in run_dirs.items():
-        for seed, run in sorted(by_seed.items()):
-            if deadline is not None and time.monotonic() > deadline:
-                return False
-            if not (run / "localization.json").exists():
-                print(f"localizing {arm} seed {seed}")
-                localize_run_dir(str(run), sets=("heldout", "skill"))
-            condition = "start" if arm == "none" else "deleted"  # none has nothing deleted: its relearning is the baseline's
-            if not (run / f"relearn-{condition}.json").exists():
-                relearn_run_dir(str(run), steps=relearn_steps, condition=condition)
+    path = Path(run)
+    if deadline is not None and time.monotonic() > deadline:
+        return False
+    if not (path / "localization.json").exists():
+        print(f"localizing {run}")
+        localize_run_dir(run, sets=("heldout", "skill"))
+    condition = "start" if arm == "none" else "deleted"  # none has nothing deleted: its relearning is the baseline's
+    if not (path / f"relearn-{condition}.json").exists():
+        if deadline is not None and time.monotonic() > deadline:
+            return False
+        relearn_run_dir(run, steps=relearn_steps, condition=condition)
     return True
 
 
