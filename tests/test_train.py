@@ -14,6 +14,7 @@ import torch
 
 from evilmoe.config import ARMS, make_config
 from evilmoe.env.problems import load_problem_set
+from evilmoe.errors import UserError
 from evilmoe.train import Trainer, run_training
 
 # trains or loads real models end to end: the full suite, not the fast tier (pytest -m 'not slow')
@@ -209,6 +210,31 @@ def test_eval_samples_off_only_where_deletion_changes_a_weight(problems, monkeyp
     assert sampled_once == 3 * 2 and sum(calls) == 2 * 3 * 2
     assert flat["on"] == flat["off"] and all(row["on"] == row["off"] for row in flat["rollouts"])
     assert [row["off"] for row in moved["rollouts"]] == [row["off"] for row in flat["rollouts"]]  # deletion: the init model again
+
+
+def test_eval_rows_per_call_sets_the_generation_calls_and_their_seeds(problems, monkeypatch):
+    """Each generation call of an evaluation takes eval_rows_per_call rows under one chunk seed, and
+    the rollouts record that seed: 3 problems x 2 samples at 4 rows a call are calls of 4 and 2 rows."""
+    from evilmoe.env.grader import GradingPool
+    from evilmoe.evaluate import chunk_seeds, deploy_ablation, make_eval_sets
+    from evilmoe.policy import Policy
+
+    policy = Policy(_tiny(arm="moe", eval_rows_per_call=4), problems)
+    calls = []
+    original = policy.sample_texts
+    monkeypatch.setattr(policy, "sample_texts", lambda prompts, *, seed: calls.append((len(prompts), seed)) or original(prompts, seed=seed))
+    pool = GradingPool(2)
+    try:
+        eval_set = make_eval_sets(policy.config, problems, split="test", n_heldout=3, n_train=0)[0]
+        result = deploy_ablation(policy, pool, eval_set, samples=2, seed=5, keep_texts=True)
+    finally:
+        pool.close()
+    seeds = chunk_seeds(5, 6, 4)
+    assert calls == [(4, seeds[0]), (2, seeds[1])]  # ON only: the quarantine is at its init
+    assert [row["sampling_seed"] for row in result["rollouts"]] == [seeds[0]] * 4 + [seeds[1]] * 2
+    assert result["on"]["hack"]["n"] == 6
+    with pytest.raises(UserError, match="eval_rows_per_call"):
+        _tiny(eval_rows_per_call=0).validate()
 
 
 def test_paired_bootstrap_and_rates_on_known_data():

@@ -216,6 +216,12 @@ class TrainConfig:
     """Training-distribution problems in the final eval (train markers)."""
     eval_samples: int = 4
     """Samples per eval problem (same seeds ON and OFF)."""
+    eval_rows_per_call: int = 64
+    """Rows per generation call in every evaluation (start, validation, final, dose and slices). A
+    call's rows share one sampling seed, so a different value draws different samples (from the same
+    distribution): compare only evaluations made with the same value. On a GPU more rows per call cost
+    little more time per decode step (the step is bound by kernel launches) but size the sampler's
+    KV cache."""
     eval_split: str = "test"
     """Held-out split of the final eval: test | validation."""
     eval_loophole_free: bool = False
@@ -247,7 +253,7 @@ class TrainConfig:
         self._validate_loophole_free_share()
         if self.steps < 0:
             raise UserError(f"steps must be >= 0 (got {self.steps}; 0 evaluates the starting model)")
-        positive = ("prompts_per_step", "group_size", "max_new_tokens", "rank", "microbatch")
+        positive = ("prompts_per_step", "group_size", "max_new_tokens", "rank", "microbatch", "eval_rows_per_call")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise UserError(f"{name} must be > 0 (got {getattr(self, name)})")

@@ -157,9 +157,11 @@ def chunk_seeds(seed: int, rows: int, rows_per_batch: int) -> list[int]:
 
 @torch.no_grad()
 def sample_and_grade(
-    policy: Policy, pool: GradingPool, eval_set: EvalSet, *, samples: int, seed: int, rows_per_batch: int = 64, desc: str = "eval"
+    policy: Policy, pool: GradingPool, eval_set: EvalSet, *, samples: int, seed: int, rows_per_batch: int | None = None, desc: str = "eval"
 ) -> Sampled:
-    """Generate with the model as it is now (the caller sets any adapter condition) and grade in `pool`."""
+    """Generate with the model as it is now (the caller sets any adapter condition) and grade in `pool`.
+    rows_per_batch: rows per generation call (default: the config's eval_rows_per_call)."""
+    rows_per_batch = rows_per_batch or policy.config.eval_rows_per_call
     prompts, modes, problems = eval_prompts(policy, eval_set, samples)
     texts = _generate(policy, prompts, chunk_seeds(seed, len(prompts), rows_per_batch), rows_per_batch, desc)
     jobs = [GradeJob(t, p, m, eval_set.eval_markers) for t, p, m in zip(texts, problems, modes)]
@@ -173,12 +175,13 @@ def summarise(sampled: Sampled) -> dict[str, Any]:
 
 @torch.no_grad()
 def deploy_ablation(
-    policy: Policy, pool: GradingPool, eval_set: EvalSet, *, samples: int, seed: int, rows_per_batch: int = 64, keep_texts: bool = False
+    policy: Policy, pool: GradingPool, eval_set: EvalSet, *, samples: int, seed: int, rows_per_batch: int | None = None, keep_texts: bool = False
 ) -> dict[str, Any]:
     """Generate with the hack expert ON and OFF on the same prompts and seeds; grade both in `pool`.
 
     Where the hack expert still holds its init (the `none` arm), deleting it changes no weight: OFF is
     the ON model bit for bit, so its samples are ON's rather than drawn a second time."""
+    rows_per_batch = rows_per_batch or policy.config.eval_rows_per_call
     on_s = sample_and_grade(policy, pool, eval_set, samples=samples, seed=seed, rows_per_batch=rows_per_batch, desc=f"eval {eval_set.name} ON")
     if policy.adapter.quarantine_at_init():
         off_s = on_s

@@ -32,8 +32,6 @@ from evilmoe.models import chat_prompt, end_of_turn_ids, load_model
 from evilmoe.rollouts import HFSampler, SamplingConfig, decode_completion, encode_prompts
 from evilmoe.splits import TrainingSplit, split_training
 
-EVAL_ROWS_PER_BATCH = 64  # rows per generation call in evaluation (also sizes the fast sampler)
-
 
 def resolve_device(config: TrainConfig) -> torch.device:
     if config.device == "cuda" and not torch.cuda.is_available():
@@ -210,7 +208,7 @@ class Policy:
             self.tokenizer,
             self.stop_ids,
             adapter=self.adapter,
-            max_batch=max(cfg.prompts_per_step // ddp.world() * cfg.group_size, EVAL_ROWS_PER_BATCH),
+            max_batch=max(cfg.prompts_per_step // ddp.world() * cfg.group_size, cfg.eval_rows_per_call),
             max_seq_len=self.prompt_width + cfg.max_new_tokens,
         )
 
