@@ -12,6 +12,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import eval_rows  # noqa: E402
 import generation  # noqa: E402
 import grpo_step  # noqa: E402
 from random_models import build_config, random_model  # noqa: E402
@@ -137,3 +138,11 @@ def test_adapter_overhead_times_every_control_against_the_base_forward(capsys):
     assert list(rows) == ["base (adapter off), forward", "plain, forward + backward", "rows, forward + backward", "rows, forward (no_grad)"]
     assert rows["base (adapter off), forward"][1] == "1.00"  # the baseline of the ratios
     assert all(float(seconds) > 0 and float(ratio) > 0 for seconds, ratio in rows.values())
+
+
+def test_eval_rows_benchmark_times_every_value_on_the_same_rows(capsys):
+    times = eval_rows.main(["--rows", "3,8", "--problems", "4", "--samples", "2", "--repeats", "1"])
+    assert set(times) == {3, 8} and all(len(v) == 1 and v[0] > 0 for v in times.values())
+    lines = capsys.readouterr().out.splitlines()
+    assert "= 8 rows" in lines[0]
+    assert lines[2].split("|")[:2] == ["            3 ", "     3 "] and lines[3].split("|")[1] == "     1 "  # calls: ceil(8 / rows)
