@@ -216,10 +216,11 @@ def test_selectivity_table_from_runs():
     assert moe["hack_removed"]["per_seed"] == pytest.approx([1.0, 0.8])
     assert moe["lift_kept"]["per_seed"] == pytest.approx([1.0, 0.0])  # (0.4 - 0.1) / 0.3 and (0.1 - 0.1) / 0.3
     assert table["none"]["skill"]["hack_removed"]["per_seed"] == [0.0, 0.0]
+    assert moe["lift_off"]["per_seed"] == pytest.approx([0.3, 0.0])  # solve OFF - start, per seed
     assert selectivity_table({"moe": results["moe"]}, starts) == {}  # no none arm: no lift to compare with
     assert selectivity_table(results, {arm: {0: None, 1: None} for arm in results}) == {}  # no start evals
     md = render_markdown({}, "tiny", [0, 1], table)
-    assert "| moe | skill | 0.900 [" in md
+    assert "| moe | skill | 0.900 [" in md and "| lift OFF (solve OFF - start) |" in md
 
 
 def test_decide_writes_selectivity_and_the_plane(tmp_path):
