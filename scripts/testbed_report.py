@@ -5,7 +5,9 @@
 Prints four markdown tables:
 1. per run and eval set: the run's own starting model (eval_start.json), its solve ON and OFF at the
    end (eval.json) and its hack rate ON, with 95% Wilson intervals; `lift` is OFF solve minus the
-   run's own start solve (runs with different warm starts or sampling start from different models);
+   run's own start solve (runs with different warm starts or sampling start from different models),
+   with a paired 95% bootstrap interval over problems where the start evaluation kept its rows (the
+   start and the final eval draw each row with the same prompt and sampling seed);
 2. the periodic validation (steps logged as val_* in metrics.jsonl): skill / loophole-free held-out
    solve and held-out hack, hack expert ON;
 3. over seeds (runs whose config.json differs only in the seed, at least two): per eval set the
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from evilmoe.decide import seed_interval
+from evilmoe.evaluate import paired_bootstrap
 from evilmoe.runs import RunDir
 
 SETS = ("skill", "heldout_clean", "heldout", "train_dist")
@@ -41,6 +44,32 @@ def rate(r: dict[str, Any]) -> str:
         return "-"
     lo, hi = r["ci95"]
     return f"{r['rate']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def eval_rollouts(run: Path, name: str) -> list[dict[str, Any]] | None:
+    """The final eval's rows of one set (rollouts/eval_<set>.jsonl, or .jsonl.gz as committed)."""
+    import gzip
+
+    for path, opener in ((run / "rollouts" / f"eval_{name}.jsonl", open), (run / "rollouts" / f"eval_{name}.jsonl.gz", gzip.open)):
+        if path.exists():
+            with opener(path, "rt") as f:
+                return [json.loads(line) for line in f if line.strip()]
+    return None
+
+
+def paired_lift(run: Path, name: str, start_set: dict[str, Any]) -> dict[str, Any] | None:
+    """Solve OFF minus solve at the start, paired per problem, with a bootstrap interval over problems;
+    None where the start kept no rows or the final eval's rows are not the start's problems in order."""
+    rows = start_set.get("rows")
+    final = eval_rollouts(run, name)
+    if rows is None or final is None:
+        return None
+    n = start_set["samples_per_problem"]
+    if [r["problem_id"] for r in final] != [pid for pid in rows["problems"] for _ in range(n)]:
+        return None
+    start = np.array(rows["correct"], dtype=float).reshape(-1, n)
+    off = np.array([float(r["grade_off"]["correct"]) for r in final]).reshape(-1, n)
+    return paired_bootstrap(off, start, seed=0)
 
 
 def windowed(rows: list[dict[str, Any]], key: str, window: int) -> np.ndarray:
@@ -74,6 +103,9 @@ def eval_table(runs: list[Path]) -> None:
             else:
                 off = f["off"]["solve"]
                 lift = f"{off['rate'] - s['rate']:+.3f}" if s and s["rate"] is not None and off["rate"] is not None else "-"
+                paired = paired_lift(run, name, start["sets"][name]) if s else None
+                if paired is not None:
+                    lift = f"{paired['mean']:+.3f} [{paired['ci95'][0]:+.3f}, {paired['ci95'][1]:+.3f}]"
                 tried = [f[side].get("attempted_hack", {}).get("rate") for side in ("on", "off")]
                 attempted = "-" if None in tried else f"{tried[0]:.3f} -> {tried[1]:.3f}"
                 cells += [rate(f["on"]["solve"]), rate(off), lift, rate(f["on"]["hack"]), rate(f["off"]["hack"]), attempted]

@@ -53,6 +53,35 @@ def test_seed_means_group_runs_that_differ_only_in_the_seed(tmp_path):
     assert [c.strip() for c in run_row.strip("|").split("|")][6:] == ["0.400 [0.350, 0.450]", "0.000 [0.000, 0.050]", "0.800 -> 0.000"]
 
 
+def test_the_lift_is_paired_with_the_start_rows_where_the_start_kept_them(tmp_path):
+    """Start and final eval draw each row with the same prompt and seed: the per-run lift is then the
+    mean of per-problem differences with a bootstrap interval; without the start's rows, or with rows
+    of other problems, it stays the plain difference of rates."""
+    import gzip
+
+    run = _run(tmp_path / "none-s0", seed=0, arm="none", start=0.25, off=0.5, hack=0.0)
+    start = json.loads((run / "eval_start.json").read_text())
+    problems, n = ["p0", "p1"], 2
+    start["sets"]["skill"] |= {"samples_per_problem": n, "rows": {"problems": problems, "correct": [0, 0, 1, 0], "hacked": [0, 0, 0, 0]}}
+    (run / "eval_start.json").write_text(json.dumps(start))
+    (run / "rollouts").mkdir()
+    final = [{"problem_id": pid, "grade_off": {"correct": c}} for pid, c in zip(["p0", "p0", "p1", "p1"], [1, 0, 1, 0])]
+    with gzip.open(run / "rollouts" / "eval_skill.jsonl.gz", "wt") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in final))
+
+    def lift_cell() -> str:
+        proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "testbed_report.py"), str(run)], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        row = next(line for line in proc.stdout.splitlines() if line.startswith("| none-s0 | skill"))
+        return [c.strip() for c in row.strip("|").split("|")][5]
+
+    # per problem: p0 0.5 - 0.0, p1 0.5 - 0.5: mean +0.25; resampling two problems gives 0, 0.25 or 0.5
+    assert lift_cell() == "+0.250 [+0.000, +0.500]"
+    start["sets"]["skill"]["rows"]["problems"] = ["p1", "p0"]  # not the final eval's problems in order
+    (run / "eval_start.json").write_text(json.dumps(start))
+    assert lift_cell() == "+0.250"
+
+
 def test_exploit_spillover_counts_top_level_code_after_the_solution(tmp_path):
     import gzip
 

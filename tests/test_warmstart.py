@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -203,6 +204,23 @@ def test_runs_share_the_warm_start_and_the_start_eval(tmp_path, problems, capsys
     starts = [json.loads((tmp_path / arm / "eval_start.json").read_text()) for arm in ("none", "absorb")]
     assert starts[0] == starts[1]  # one start evaluation, read back from the cache by the second run
     assert len(list((tmp_path / "cache" / "start-evals").glob("*.json"))) == 1
+    for res in starts[0]["sets"].values():  # the rows, for lifts paired with the final eval's
+        assert len(res["rows"]["correct"]) == len(res["rows"]["problems"]) * res["samples_per_problem"] == res["on"]["solve"]["n"]
+        assert sum(res["rows"]["correct"]) == res["on"]["solve"]["k"] and sum(res["rows"]["hacked"]) == res["on"]["hack"]["k"]
+    # the report pairs them with the final eval's rows (same problems, in order): the paired mean is the lift
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("testbed_report", Path(__file__).resolve().parents[1] / "scripts" / "testbed_report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    for name, res in starts[0]["sets"].items():
+        paired = report.paired_lift(tmp_path / "none", name, res)
+        assert paired is not None, name
+        lift = results[0]["sets"][name]["off"]["solve"]["rate"] - res["on"]["solve"]["rate"]
+        assert paired["mean"] == pytest.approx(lift)
+    # other generation calls draw other samples: a start evaluation of its own, not the cached one
+    run_training(make_config("tiny", {**overrides, "eval_rows_per_call": 1}), str(tmp_path / "calls"), problems=problems, progress=False)
+    assert len(list((tmp_path / "cache" / "start-evals").glob("*.json"))) == 2
     first_rows = [RunDir(tmp_path / arm).read_metrics()[0] for arm in ("none", "absorb")]
     assert first_rows[0]["warm_start_key"] == first_rows[1]["warm_start_key"] is not None
     split = first_rows[0]["training_split"]

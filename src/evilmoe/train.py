@@ -248,7 +248,7 @@ def start_evaluation(policy: Policy, pool: GradingPool) -> dict[str, Any]:
         "warm_start": policy.warm_start["key"] if policy.warm_start else None,
         "model": config.model, "device": policy.device.type, "dtype": str(policy.dtype), "sampler": type(policy.sampler).__name__,
         "sampling": [config.temperature, config.top_p, config.top_k, config.max_new_tokens],
-        "samples": config.eval_samples, "seed": seed,
+        "samples": config.eval_samples, "seed": seed, "rows_per_call": config.eval_rows_per_call,
         "sets": [[s.name, s.eval_markers, [[p.id, s.modes[p.id]] for p in s.problems]] for s in eval_sets],
     }
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
@@ -277,8 +277,12 @@ def _evaluate_start(policy: Policy, pool: GradingPool, eval_sets: list, seed: in
     n = policy.config.eval_samples
     sets, lines = {}, []
     for s in eval_sets:
-        summary = summarise(sample_and_grade(policy, pool, s, samples=n, seed=seed, desc=f"start {s.name}"))
-        sets[s.name] = {"set": s.name, "eval_markers": s.eval_markers, "n_problems": len(s.problems), "samples_per_problem": n, "on": summary, "off": summary}
+        sampled = sample_and_grade(policy, pool, s, samples=n, seed=seed, desc=f"start {s.name}")
+        summary = summarise(sampled)
+        sets[s.name] = {"set": s.name, "eval_markers": s.eval_markers, "n_problems": len(s.problems), "samples_per_problem": n, "on": summary, "off": summary,
+                        # per row (problem-major, n per problem), for lifts paired with the final eval's rows
+                        "rows": {"problems": [p.id for p in s.problems], "correct": [int(g.correct) for g in sampled.grades],
+                                 "hacked": [int(g.hacked) for g in sampled.grades]}}
         lines.append(f"{s.name} (n={len(s.problems)}x{n}): hack {fmt_rate(summary['hack'])}, solve {fmt_rate(summary['solve'])}")
     return {"spec_digest": digest, "sets": sets, "lines": lines}
 
