@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Data-parallel step benchmark on the 2 x H200 machine (kind nvidia-h200-x2), < 8 minutes
 # (docs/results.md#data-parallel-scaling).
-#   bash scripts/gpu_ddp_bench.sh            (on a fresh machine carry .device/m1, m2, m3 in three calls; see gpu_setup.sh)
+#   bash scripts/gpu_ddp_bench.sh            (on a fresh machine carry .device/m1, m2, ... one a call; see gpu_setup.sh)
 # Strong scaling: the same GLOBAL batch on 1 and 2 GPUs (torchrun, NCCL; NVLink multicast off, from
 # gpu_setup.sh). Each part: 1 warm-up step + timed steps, under gpu_setup.sh's run_part.
 #   small_{1,2}.json  gpu-small (default model), 16 prompts x 8 samples x 256 tokens, 4 steps

@@ -2,7 +2,7 @@
 # Rollout generation on the GPU: the fast sampler against plain Hugging Face `generate`
 # (docs/results.md#rollout-generation). Also times loading the default model, which converts the GGUF
 # once on a fresh machine.
-#   bash scripts/gpu_generation.sh        (on a fresh machine carry .device/m1, m2, m3 in three calls; see gpu_setup.sh)
+#   bash scripts/gpu_generation.sh        (on a fresh machine carry .device/m1, m2, ... one a call; see gpu_setup.sh)
 # Writes $OUT/gen.json and $OUT/gen.log.
 source scripts/gpu_setup.sh
 gpu_info

@@ -3,12 +3,11 @@
 #
 # The GPU machine starts bare and receives the working tree, run from the repository root, with an
 # empty $OUT folder whose files come back. It has no network, so what the image lacks travels with the
-# tree in two git-ignored folders (scripts/gpu_prepare.sh builds them on a machine with network):
-#   .device/m1   first part of the default model's GGUF + the gguf wheel   (carry on the first call)
-#   .device/m2   second part of the GGUF                                   (carry on the second call)
-#   .device/m3   third part of the GGUF + its SHA256                       (carry on the third call)
-#   .whl         extra pure-Python wheels, e.g. TRL for gpu_stepbench.sh   (carry when needed)
-# Each call carries at most 64 MiB, the repository included, hence the model in three parts. The machine keeps /root/evm (the
+# tree in git-ignored folders (scripts/gpu_prepare.sh builds them on a machine with network):
+#   .device/m1, .device/m2, ...  the default model's GGUF in parts, the gguf wheel in m1 and the
+#                                SHA256 in the last: carry one a call, in order (gpu_prepare.sh says how many)
+#   .whl                         extra pure-Python wheels, e.g. TRL for gpu_stepbench.sh (carry when needed)
+# Each call carries at most 64 MiB, the repository included, hence the model in parts. The machine keeps /root/evm (the
 # model) and /tmp/site (the wheels) while it stays warm, so later calls carry nothing.
 #
 # What this file provides:
@@ -22,18 +21,23 @@
 set -euo pipefail
 : "${OUT:?set OUT to the folder whose files come back}"
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-MODEL=${GPU_SETUP_MODEL:-/root/evm/model.gguf}  # GPU_SETUP_MODEL: another model spec (a CPU check of a script with tiny-llama)
+# GPU_SETUP_MODEL: another model spec (a CPU check of a script with tiny-llama); GPU_SETUP_MODEL_DIR:
+# where the carried parts are put together (a CPU check of that)
+MODEL_DIR=${GPU_SETUP_MODEL_DIR:-/root/evm}
+MODEL=${GPU_SETUP_MODEL:-$MODEL_DIR/model.gguf}
 
 if [ -z "${GPU_SETUP_CPU:-}" ]; then
-  mkdir -p /root/evm
-  if [ -d .device/m1 ] && [ ! -f "$MODEL" ]; then
-    cp .device/m1/part-aa /root/evm/
-    python3 -m pip install -q --no-index --no-deps --target /tmp/site .device/m1/*.whl
-  fi
-  if [ -d .device/m2 ] && [ ! -f "$MODEL" ]; then cp .device/m2/part-ab /root/evm/; fi
-  if [ -d .device/m3 ] && [ ! -f "$MODEL" ]; then
-    cat /root/evm/part-aa /root/evm/part-ab .device/m3/part-ac > "$MODEL"
-    (cd /root/evm && sha256sum -c "$OLDPWD/.device/m3/SHA256")
+  mkdir -p "$MODEL_DIR"
+  if [ ! -f "$MODEL_DIR/model.gguf" ]; then
+    for dir in .device/m*/; do  # the part (or parts) this call carries
+      [ -d "$dir" ] || continue
+      cp "$dir"part-* "$MODEL_DIR/"
+      if ls "$dir"*.whl > /dev/null 2>&1; then python3 -m pip install -q --no-index --no-deps --target /tmp/site "$dir"*.whl; fi
+      if [ -f "$dir"SHA256 ]; then  # the last part: put the model together and check it
+        cat "$MODEL_DIR"/part-* > "$MODEL_DIR/model.gguf"
+        (cd "$MODEL_DIR" && sha256sum -c "$OLDPWD/${dir}SHA256")
+      fi
+    done
   fi
   if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps --upgrade --target /tmp/site .whl/*.whl; fi
 fi

@@ -4,7 +4,7 @@
 # step's update time, peak memory and MFU, on random-init models of the default model's, Qwen3-1.7B's
 # and Qwen3-4B's shapes (benchmarks/random_models.py; no weights needed).
 #   bash scripts/gpu_speed.sh
-# Carrying .device/m1 + .device/m2 (the default model's GGUF, see gpu_setup.sh) is optional: the step
+# Carrying .device/m1, m2, ... (the default model's GGUF, see gpu_setup.sh) is optional: the step
 # parts then tokenize prompts with the real tokenizer (see TOK below for what they use otherwise).
 # Parts, in order of value, each under run_part's cap (a cut part still prints and writes what it measured;
 # the last ones run only if time is left; BUDGET=seconds shrinks the whole):

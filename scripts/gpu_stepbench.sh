@@ -3,7 +3,7 @@
 # GRPOTrainer on the same workload, and the Qwen3-4B memory check
 # (docs/results.md#the-grpo-step-against-trl-and-the-qwen3-4b-memory-check).
 #   bash scripts/gpu_stepbench.sh      (carry .whl: trl, datasets, dill, multiprocess, gguf wheels;
-#                                       on a fresh machine also .device/m1, m2, m3, see gpu_setup.sh)
+#                                       on a fresh machine also .device/m1, m2, ... one a call, see gpu_setup.sh)
 # Parts, in order:
 #   a) our step, gpu-small, arm moe, rank 8, no demonstrations (TRL samples all 128 too), 5 steps  -> $OUT/a_grpo_gpu_small.json
 #   b) TRL GRPOTrainer, same model/prompts/lengths, LoRA r=8, 5 steps                              -> $OUT/b_trl_r8.json

@@ -216,6 +216,36 @@ def test_decision_runs_file_has_every_arm_on_three_seeds_in_decides_layout():
     assert seen == {(arm, seed) for arm in ARMS for seed in (0, 1, 2)} and len(lines) == len(seen)
 
 
+def test_gpu_setup_puts_the_carried_parts_together_one_call_at_a_time(tmp_path: Path):
+    """Each call carries one .device/mN: the parts collect on the machine, and the call carrying the
+    SHA256 (the last) assembles the model and checks it; a wrong part fails that call loudly."""
+    import hashlib
+    import os
+
+    model = os.urandom(3000)
+    digest = hashlib.sha256(model).hexdigest()
+
+    def session(name: str, parts: list[bytes]) -> list[subprocess.CompletedProcess]:
+        machine = tmp_path / name / "machine"
+        env = {**os.environ, "OUT": str(tmp_path), "GPU_SETUP_MODEL_DIR": str(machine)}
+        results = []
+        for i, data in enumerate(parts, 1):
+            carried = tmp_path / name / f"call{i}" / ".device" / f"m{i}"  # this call's tree carries m{i} alone
+            carried.mkdir(parents=True)
+            (carried / f"part-a{'abc'[i - 1]}").write_bytes(data)
+            if i == len(parts):
+                (carried / "SHA256").write_text(f"{digest}  model.gguf\n")
+            results.append(subprocess.run(["bash", "-c", f"source {ROOT / 'scripts' / 'gpu_setup.sh'}"], cwd=carried.parents[1],
+                                          env=env, capture_output=True, text=True, timeout=60))
+        return results
+
+    good = session("good", [model[:1200], model[1200:2400], model[2400:]])
+    assert [r.returncode for r in good] == [0, 0, 0], [r.stderr for r in good]
+    assert (tmp_path / "good" / "machine" / "model.gguf").read_bytes() == model
+    bad = session("bad", [model[:1200], b"x" * 1200, model[2400:]])
+    assert [r.returncode == 0 for r in bad] == [True, True, False] and "FAILED" in bad[2].stdout + bad[2].stderr
+
+
 def test_regrade_rollouts_counts_the_grades_that_change(tmp_path: Path):
     import json
 
