@@ -46,22 +46,11 @@ def rate(r: dict[str, Any]) -> str:
     return f"{r['rate']:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def eval_rollouts(run: Path, name: str) -> list[dict[str, Any]] | None:
-    """The final eval's rows of one set (rollouts/eval_<set>.jsonl, or .jsonl.gz as committed)."""
-    import gzip
-
-    for path, opener in ((run / "rollouts" / f"eval_{name}.jsonl", open), (run / "rollouts" / f"eval_{name}.jsonl.gz", gzip.open)):
-        if path.exists():
-            with opener(path, "rt") as f:
-                return [json.loads(line) for line in f if line.strip()]
-    return None
-
-
 def paired_lift(run: Path, name: str, start_set: dict[str, Any]) -> dict[str, Any] | None:
     """Solve OFF minus solve at the start, paired per problem, with a bootstrap interval over problems;
     None where the start kept no rows or the final eval's rows are not the start's problems in order."""
     rows = start_set.get("rows")
-    final = eval_rollouts(run, name)
+    final = RunDir(run).read_rollouts_file(f"eval_{name}.jsonl")
     if rows is None or final is None:
         return None
     n = start_set["samples_per_problem"]

@@ -179,6 +179,17 @@ class RunDir:
         text = "".join(json.dumps(r, sort_keys=True, default=_json_default) + "\n" for r in rows)
         atomic_write_text(self.path / "rollouts" / name, text)
 
+    def read_rollouts_file(self, name: str) -> list[dict[str, Any]] | None:
+        """The rows of rollouts/NAME, or of rollouts/NAME.gz (how committed run dirs keep them); None
+        where neither exists."""
+        import gzip
+
+        for path, opener in ((self.path / "rollouts" / name, open), (self.path / "rollouts" / f"{name}.gz", gzip.open)):
+            if path.exists():
+                with opener(path, "rt") as f:
+                    return [json.loads(line) for line in f if line.strip()]
+        return None
+
     # --- checkpoints ---------------------------------------------------------------------------
     @property
     def checkpoint_root(self) -> Path:
