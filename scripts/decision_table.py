@@ -19,9 +19,8 @@ import json
 from pathlib import Path
 
 from evilmoe.config import ARMS
-from evilmoe.decide import comparison_table, plot_plane, read_start, render_markdown, selectivity_table
+from evilmoe.decide import decision_markdown, plot_decision, summarise_decision
 from evilmoe.evaluate import wilson
-from evilmoe.localization import localization_summary, plot_dose_by_arm, render_localization_markdown
 from evilmoe.runs import RunDir
 
 
@@ -68,23 +67,14 @@ def main(argv: list[str] | None = None) -> None:
     results = dict(sorted(results.items(), key=lambda kv: order.get(kv[0], len(order))))
     finished = {arm: finished[arm] for arm in results}
     seeds = sorted({s for by_seed in results.values() for s in by_seed})
-    table = comparison_table(results)
-    starts = {arm: {seed: read_start(run) for seed, run in by_seed.items()} for arm, by_seed in finished.items()}
-    selectivity = selectivity_table(results, starts)
-    print(render_markdown(table, f"of the runs under {root}", seeds, selectivity))
+    decision = summarise_decision(results, finished)
+    print(decision_markdown(decision, f"of the runs under {root}", seeds))
     print(pooled_table(results))
-    localization = localization_summary(finished)
-    if localization:
-        print(render_localization_markdown(localization))
     if unfinished:
         print("Unfinished (not in the table): " + "; ".join(unfinished))
     if args.figures:
         args.figures.mkdir(parents=True, exist_ok=True)
-        if selectivity:
-            plot_plane(table, selectivity, args.figures / "decision_plane.png")
-        if localization:
-            plot_dose_by_arm(localization, args.figures / "dose_by_arm.png")
-
+        plot_decision(decision, args.figures)
 
 if __name__ == "__main__":
     main()

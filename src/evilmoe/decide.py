@@ -148,35 +148,49 @@ def run_decision(
     results: dict[str, dict[int, dict[str, Any]]] = {}
     for (arm, seed), result in zip(jobs, outcomes):
         results.setdefault(arm, {})[seed] = result
-    table = comparison_table(results)
     if not ddp.is_main():
-        return table
+        return comparison_table(results)
     run_dirs = {arm: {seed: root / arm / f"seed_{seed}" for seed in by_seed} for arm, by_seed in results.items()}
     if localize and not _localize_runs(run_dirs, relearn_steps, deadline, parallel):
         print("time budget reached during the localization; run the same command again to continue")
         return None
-    from evilmoe.localization import localization_summary, plot_dose_by_arm, render_localization_markdown
-
-    starts = {arm: {seed: read_start(run) for seed, run in by_seed.items()} for arm, by_seed in run_dirs.items()}
-    selectivity = selectivity_table(results, starts)
-    localization = localization_summary(run_dirs)
-    atomic_write_json(
-        root / "decision.json",
-        {"preset": preset, "overrides": overrides, "arms": arms, "seeds": seeds, "table": table, "selectivity": selectivity,
-         "localization": localization},
-    )
-    text = render_markdown(table, preset, seeds, selectivity)
-    if localization:
-        text += "\n" + render_localization_markdown(localization)
-        plot_dose_by_arm(localization, root / "dose_by_arm.png")
+    decision = summarise_decision(results, run_dirs)
+    atomic_write_json(root / "decision.json", {"preset": preset, "overrides": overrides, "arms": arms, "seeds": seeds, **decision})
+    text = decision_markdown(decision, preset, seeds)
     atomic_write_text(root / "decision.md", text)
-    if selectivity:
-        plot_plane(table, selectivity, root / "decision_plane.png")
+    plot_decision(decision, root)
     from evilmoe.report import write_report
 
     print(f"report: {write_report(root)}")
     print(text)
-    return table
+    return decision["table"]
+
+
+def summarise_decision(results: dict[str, dict[int, dict[str, Any]]], run_dirs: dict[str, dict[int, Path]]) -> dict[str, Any]:
+    """A decision's numbers from its finished runs (results: their eval.json by arm and seed; run_dirs:
+    their folders): the comparison table, the selectivity (where the runs have a start evaluation and
+    there is a `none` arm) and the localization summary (where they were localized)."""
+    from evilmoe.localization import localization_summary
+
+    starts = {arm: {seed: _read_start(run) for seed, run in by_seed.items()} for arm, by_seed in run_dirs.items()}
+    return {"table": comparison_table(results), "selectivity": selectivity_table(results, starts), "localization": localization_summary(run_dirs)}
+
+
+def decision_markdown(decision: dict[str, Any], title: str, seeds: list[int]) -> str:
+    from evilmoe.localization import render_localization_markdown
+
+    text = render_markdown(decision["table"], title, seeds, decision["selectivity"])
+    return text + ("\n" + render_localization_markdown(decision["localization"]) if decision["localization"] else "")
+
+
+def plot_decision(decision: dict[str, Any], folder: Path) -> None:
+    """decision_plane.png (where there is a selectivity) and dose_by_arm.png (where runs were localized)."""
+    from evilmoe.localization import plot_dose_by_arm
+
+    if decision["selectivity"]:
+        plot_plane(decision["table"], decision["selectivity"], folder / "decision_plane.png")
+    if decision["localization"]:
+        plot_dose_by_arm(decision["localization"], folder / "dose_by_arm.png")
 
 
 def _localize_runs(run_dirs: dict[str, dict[int, Path]], relearn_steps: int, deadline: float | None, parallel: int = 1) -> bool:
@@ -212,7 +226,7 @@ def _analyse_run(arm: str, run: str, relearn_steps: int, deadline: float | None,
     return True
 
 
-def read_start(run: Path) -> dict[str, Any] | None:
+def _read_start(run: Path) -> dict[str, Any] | None:
     path = run / "eval_start.json"
     return json.loads(path.read_text()) if path.exists() else None
 
