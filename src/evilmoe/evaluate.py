@@ -191,9 +191,6 @@ def deploy_ablation(
     problems, modes = on_s.problems, on_s.modes
     texts_on, texts_off, on, off = on_s.texts, off_s.texts, on_s.grades, off_s.grades
 
-    def matrix(gs: list[Grade], field: str) -> np.ndarray:
-        return np.array([float(getattr(g, field)) for g in gs]).reshape(len(eval_set.problems), samples)
-
     result = {
         "set": eval_set.name,
         "eval_markers": eval_set.eval_markers,
@@ -202,7 +199,7 @@ def deploy_ablation(
         "on": _summarise(on, modes),
         "off": _summarise(off, modes),
         "delta_on_minus_off": {
-            field: paired_bootstrap(matrix(on, attr), matrix(off, attr), seed=seed)
+            field: paired_bootstrap(on_s.matrix(attr, samples), off_s.matrix(attr, samples), seed=seed)
             for field, attr in (("hack", "hacked"), ("solve", "correct"))
         },
     }
