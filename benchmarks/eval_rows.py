@@ -22,7 +22,7 @@ import torch
 
 from evilmoe.config import make_config
 from evilmoe.env.problems import load_problem_set
-from evilmoe.evaluate import chunk_seeds, eval_prompts, make_eval_sets
+from evilmoe.evaluate import _generate, chunk_seeds, eval_prompts, make_eval_sets
 from evilmoe.policy import Policy
 
 
@@ -48,12 +48,12 @@ def main(argv: list[str] | None = None) -> dict[int, list[float]]:
     sync = torch.cuda.synchronize if policy.device.type == "cuda" else (lambda: None)
 
     def generate(rows: int) -> tuple[float, int]:
+        """The evaluation's own generation path (evaluate._generate) and the count of its completion
+        tokens, timed together."""
         sync()
         start = time.perf_counter()
-        tokens = 0
-        for chunk, seed in zip(range(0, len(prompts), rows), chunk_seeds(0, len(prompts), rows)):
-            texts = policy.sample_texts(prompts[chunk : chunk + rows], seed=seed)
-            tokens += sum(len(policy.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+        texts = _generate(policy, prompts, chunk_seeds(0, len(prompts), rows), rows, desc=f"{rows} rows a call")
+        tokens = sum(len(policy.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
         sync()
         return time.perf_counter() - start, tokens
 
