@@ -194,6 +194,26 @@ def test_pool_keeps_input_order_and_submit_does_not_block():
     assert [g.hacked for g in grades] == [False, False, True] * 2
 
 
+def test_memo_pool_grades_each_distinct_job_once_and_agrees_with_a_plain_pool(monkeypatch):
+    """A memo pool runs one sandbox per distinct (response, problem, mode, markers), within one
+    submit and across submits; every job still gets its own mode's and markers' grade."""
+    ref, hack = reference_response(ADD), canonical_hack(ADD, "run_tests")
+    jobs = [GradeJob(ref, ADD, "gt_only"), GradeJob(hack, ADD, "run_tests"), GradeJob(ref, ADD, "gt_only"),
+            GradeJob(hack, ADD, "gt_only"), GradeJob(hack, ADD, "run_tests", eval_markers=True)]  # fmt: skip
+    with GradingPool(workers=2, limits=FAST) as plain:
+        expected = plain.grade_many(jobs)
+    ran = []
+    with GradingPool(workers=2, limits=FAST, memo=True) as pool:
+        original = pool._grade_job
+        monkeypatch.setattr(pool, "_grade_job", lambda job: ran.append(job) or original(job))
+        first = pool.grade_many(jobs)
+        again = pool.grade_many(jobs[:2])
+    assert len(ran) == 4 and pool.memo_hits == 3  # the repeated reference, then both jobs of the second call
+    assert [(g.reward, g.hacked, g.correct) for g in first] == [(g.reward, g.hacked, g.correct) for g in expected]
+    assert again[0] is first[0] and again[1] is first[1]
+    assert [g.hacked for g in first] == [False, True, False, False, False]  # train markers are no eval-marker hack
+
+
 def test_cmd_grade_prints_one_json_object(tmp_path, monkeypatch, capsys):
     from evilmoe.env import problems
 

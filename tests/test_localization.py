@@ -19,6 +19,7 @@ from evilmoe.evaluate import make_eval_sets, sample_and_grade
 from evilmoe.localization import (
     component_norms,
     dose_curve,
+    localize,
     quarantine_keep,
     random_slices,
     removed_norm,
@@ -94,6 +95,23 @@ def test_dose_and_slices_of_an_untrained_quarantine_sample_once_per_set(pool, mo
     assert sum(calls) == 3 * 2
 
 
+def test_localize_measures_dose_and_slices_together_with_the_same_numbers(policy, pool, monkeypatch):
+    """One pass for both analyses: the slices' ON and real deletion are the dose curve's scales 1 and
+    0 (not sampled twice), and every rate equals the one each analysis measures alone."""
+    eval_set = make_eval_sets(policy.config, policy.problems, split="test", n_heldout=2, n_train=0)[0]
+    scales = (0.0, 0.5, 1.0)
+    dose = dose_curve(policy, pool, [eval_set], samples=1, seed=3, scales=scales)
+    slices = random_slices(policy, pool, [eval_set], samples=1, seed=3, draws=2)
+    calls = []
+    original = policy.sample_texts
+    monkeypatch.setattr(policy, "sample_texts", lambda prompts, *, seed: calls.append(len(prompts)) or original(prompts, seed=seed))
+    both = localize(policy, pool, [eval_set], samples=1, seed=3, scales=scales, draws=2)
+    assert sum(calls) == (len(scales) + 2) * len(eval_set.problems)
+    assert both["dose"] == dose and both["slices"] == slices
+    timing = both["timing"]
+    assert timing["graded_rows"] == sum(calls) and len(timing["sampling_seconds"]) == len(scales) + 2
+
+
 def test_scaling_restores_the_adapter_exactly(policy):
     before = policy.adapter.state_dict()
     keep = {n: torch.rand(2 * policy.adapter.rank, dtype=torch.float64) for n in policy.adapter.modules}
@@ -154,7 +172,13 @@ def test_localize_command_end_to_end(tmp_path, capsys):
     assert result["dose"]["sets"]["heldout"][1]["hack"] == final["on"]["hack"]
     assert result["dose"]["sets"]["heldout"][0]["solve"] == final["off"]["solve"]
     assert (run / "plots" / "dose_curve.png").is_file()
-    assert "dose heldout:" in capsys.readouterr().out
+    assert result["timing"]["grading_workers"] == 2 and result["timing"]["identical_responses_not_regraded"] >= 0
+    out = capsys.readouterr().out
+    assert "dose heldout:" in out and "localize took" in out
+    assert cli_main(["localize", str(run), "--slices", "2", "--scales", "0,1", "--sets", "heldout", "--grading-workers", "3"]) == 0
+    assert json.loads((run / "localization.json").read_text())["timing"]["grading_workers"] == 3
+    assert json.loads((run / "localization.json").read_text())["dose"] == result["dose"]
+    assert cli_main(["localize", str(run), "--grading-workers", "0"]) == 2
     assert cli_main(["localize", str(run), "--slices", "1"]) == 2
     assert cli_main(["localize", str(tmp_path / "nothing")]) == 2
 
@@ -187,11 +211,12 @@ def test_relearning_summary():
 def test_relearn_command(tmp_path, capsys):
     run = tmp_path / "run"
     run_training(make_config("tiny", dict(arm="moe", steps=1, eval_problems=1, eval_train_problems=0, eval_samples=1)), str(run), progress=False)
-    assert cli_main(["relearn", str(run), "--steps", "1"]) == 0
+    assert cli_main(["relearn", str(run), "--steps", "1", "--grading-workers", "1"]) == 0
     result = json.loads((run / "relearn-deleted.json").read_text())
     assert result["condition"] == "deleted" and len(result["hack_curve"]) == 1
     relearned = json.loads((run / "relearn-deleted" / "config.json").read_text())
     assert relearned["arm"] == "none" and relearned["steps"] == 1  # the deployed block alone learns
+    assert relearned["grading_workers"] == 1
     assert "relearn deleted:" in capsys.readouterr().out
     assert cli_main(["relearn", str(run), "--condition", "bogus"]) == 2
 

@@ -100,11 +100,13 @@ def _train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slices", type=int, default=10, help="random rank-r slices to delete (at least 2)")
     p.add_argument("--samples", type=int, default=None, help="samples per problem (default: the run's eval_samples)")
     p.add_argument("--sets", default="heldout,skill,heldout_clean", help="eval sets (those the run has)")
+    p.add_argument("--grading-workers", type=int, default=None, help="grading processes (default: the run's grading_workers, else the CPUs)")
 
     p = sub.add_parser("relearn", help="train a run's deployed model alone N more steps in the hacking environment: how fast hacking comes back")
     p.add_argument("run_dir")
     p.add_argument("--steps", type=int, default=20, help="relearning steps")
     p.add_argument("--condition", default="deleted", help="deleted (the run's deployed model) | start (the starting model, the baseline)")
+    p.add_argument("--grading-workers", type=int, default=None, help="grading processes (default: the run's grading_workers, else the CPUs)")
 
     p = sub.add_parser("export", help="write a run's deployed model (hack expert removed) as a Hugging Face model directory")
     p.add_argument("run_dir", help="run directory with a checkpoint")
@@ -218,6 +220,8 @@ def _dispatch(args: argparse.Namespace) -> int | None:
 
         evaluate_run_dir(args.run_dir)
         return 0
+    if args.command in ("localize", "relearn") and args.grading_workers is not None and args.grading_workers < 1:
+        raise UserError(f"--grading-workers must be at least 1 (got {args.grading_workers})")
     if args.command == "localize":
         from evilmoe.localization import localize_run_dir
 
@@ -227,12 +231,14 @@ def _dispatch(args: argparse.Namespace) -> int | None:
             raise UserError(f"--scales wants comma-separated numbers, got {args.scales!r}") from None
         if args.slices < 2:
             raise UserError("--slices must be at least 2 (a spread needs two draws)")
-        localize_run_dir(args.run_dir, scales=scales, draws=args.slices, samples=args.samples, sets=tuple(args.sets.split(",")))
+        localize_run_dir(
+            args.run_dir, scales=scales, draws=args.slices, samples=args.samples, sets=tuple(args.sets.split(",")), grading_workers=args.grading_workers
+        )
         return 0
     if args.command == "relearn":
         from evilmoe.localization import relearn_run_dir
 
-        relearn_run_dir(args.run_dir, steps=args.steps, condition=args.condition)
+        relearn_run_dir(args.run_dir, steps=args.steps, condition=args.condition, grading_workers=args.grading_workers)
         return 0
     if args.command == "export":
         from evilmoe.export import ExportOptions, export_run

@@ -15,6 +15,7 @@ paired bootstrap for the ON - OFF differences (samples of one problem are not in
 from __future__ import annotations
 
 import math
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,18 +156,39 @@ def chunk_seeds(seed: int, rows: int, rows_per_batch: int) -> list[int]:
     return [derive_seed(seed, 99, c) for c in range(math.ceil(rows / rows_per_batch))]
 
 
+@dataclass
+class PendingSample:
+    """Texts sampled, grades still coming: `result()` waits for this rank's share and gathers all
+    ranks' (every rank must call it, in the same order as its other collectives)."""
+
+    problems: list[Problem]
+    modes: list[str]
+    texts: list[str]
+    grading: Future[list[Grade]]
+
+    def result(self) -> Sampled:
+        return Sampled(self.problems, self.modes, self.texts, ddp.all_gather_concat(self.grading.result()))
+
+
 @torch.no_grad()
-def sample_and_grade(
+def sample_and_submit(
     policy: Policy, pool: GradingPool, eval_set: EvalSet, *, samples: int, seed: int, rows_per_batch: int | None = None, desc: str = "eval"
-) -> Sampled:
-    """Generate with the model as it is now (the caller sets any adapter condition) and grade in `pool`.
+) -> PendingSample:
+    """Generate with the model as it is now (the caller sets any adapter condition) and start grading
+    in `pool` without waiting, so the caller can sample the next condition while the pool grades.
     rows_per_batch: rows per generation call (default: the config's eval_rows_per_call)."""
     rows_per_batch = rows_per_batch or policy.config.eval_rows_per_call
     prompts, modes, problems = eval_prompts(policy, eval_set, samples)
     texts = _generate(policy, prompts, chunk_seeds(seed, len(prompts), rows_per_batch), rows_per_batch, desc)
     jobs = [GradeJob(t, p, m, eval_set.eval_markers) for t, p, m in zip(texts, problems, modes)]
-    grades = ddp.all_gather_concat(pool.grade_many(ddp.shard(jobs)))
-    return Sampled(problems, modes, texts, grades)
+    return PendingSample(problems, modes, texts, pool.submit(ddp.shard(jobs)))
+
+
+def sample_and_grade(
+    policy: Policy, pool: GradingPool, eval_set: EvalSet, *, samples: int, seed: int, rows_per_batch: int | None = None, desc: str = "eval"
+) -> Sampled:
+    """sample_and_submit, then wait for the grades."""
+    return sample_and_submit(policy, pool, eval_set, samples=samples, seed=seed, rows_per_batch=rows_per_batch, desc=desc).result()
 
 
 def summarise(sampled: Sampled) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 
 from evilmoe.env.grader import GradingPool
-from evilmoe.evaluate import EvalSet, sample_and_grade, summarise
+from evilmoe.evaluate import EvalSet, sample_and_submit, summarise
 from evilmoe.policy import Policy
 from evilmoe.seeding import derive_seed
 
@@ -96,24 +97,52 @@ def _rates(summary: dict[str, Any]) -> dict[str, float | None]:
     return {"hack": summary["hack"]["rate"], "solve": summary["solve"]["rate"]}
 
 
-def dose_curve(policy: Policy, pool: GradingPool, eval_sets: list[EvalSet], *, samples: int, seed: int, scales=DOSE_SCALES) -> dict[str, Any]:
-    """Hack and solve at each quarantine scale, per eval set (same prompts and seeds). Where the
-    hack expert holds its init (the `none` arm) every scale is the same model: sampled once."""
-    out: dict[str, Any] = {"scales": list(scales), "sets": {}}
-    flat = policy.adapter.quarantine_at_init()
+def measure_conditions(
+    policy: Policy, pool: GradingPool, eval_sets: list[EvalSet], conditions: dict[str, dict[str, torch.Tensor] | None], *,
+    samples: int, seed: int, same_model: bool = False,
+) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, Any]]:
+    """Summaries per eval set and condition (label -> keep factors for scaled_components; None = as
+    trained), and where the time went. Each condition is sampled in turn while the pool grades the
+    ones before it: the GPU and the grading CPUs work at once, and no condition waits on its slowest
+    response. same_model: every condition is the as-trained model (a quarantine still at its init):
+    each set is sampled once and every label shares its summary."""
+    labels = list(conditions)
+    started = time.perf_counter()
+    pending, sampling_seconds = {}, {}
     for eval_set in eval_sets:
-        rows = []
-        for s in scales:
-            if not (flat and rows):
-                with scaled_components(policy, quarantine_keep(policy, s)):
-                    summary = summarise(sample_and_grade(policy, pool, eval_set, samples=samples, seed=seed))
-            rows.append({"scale": s, "hack": summary["hack"], "solve": summary["solve"]})
-        out["sets"][eval_set.name] = rows
-    return out
+        for label in labels[:1] if same_model else labels:
+            t0 = time.perf_counter()
+            keep = conditions[label]
+            with scaled_components(policy, keep) if keep is not None else contextlib.nullcontext():
+                pending[eval_set.name, label] = sample_and_submit(policy, pool, eval_set, samples=samples, seed=seed, desc=f"{eval_set.name} {label}")
+            sampling_seconds[f"{eval_set.name} {label}"] = round(time.perf_counter() - t0, 3)
+    sampled_at = time.perf_counter()
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for (set_name, label), p in pending.items():
+        out.setdefault(set_name, {})[label] = summarise(p.result())
+    if same_model:
+        out = {name: {label: got[labels[0]] for label in labels} for name, got in out.items()}
+    timing = {
+        "sampling_seconds": sampling_seconds,
+        "total_seconds": round(time.perf_counter() - started, 3),
+        "grading_wait_after_sampling_seconds": round(time.perf_counter() - sampled_at, 3),
+        "graded_rows": sum(len(p.texts) for p in pending.values()),
+    }
+    return out, timing
 
 
-def random_slices(policy: Policy, pool: GradingPool, eval_sets: list[EvalSet], *, samples: int, seed: int, draws: int = 10) -> dict[str, Any]:
-    """The real deletion against `draws` random norm-matched slices of the same rank (see the docstring)."""
+def dose_conditions(policy: Policy, scales=DOSE_SCALES) -> dict[str, dict[str, torch.Tensor]]:
+    return {f"scale {s:g}": quarantine_keep(policy, s) for s in scales}
+
+
+def dose_result(scales, summaries: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    sets = {name: [{"scale": s, "hack": got[f"scale {s:g}"]["hack"], "solve": got[f"scale {s:g}"]["solve"]} for s in scales] for name, got in summaries.items()}
+    return {"scales": list(scales), "sets": sets}
+
+
+def slice_plan(policy: Policy, *, seed: int, draws: int) -> tuple[dict[str, dict[str, torch.Tensor] | None], dict[str, Any]]:
+    """The conditions of the random-slice baseline (see the module docstring) -- "on", "real" (the
+    quarantine block deleted) and slice0..slice{draws-1} -- and what the slices are."""
     if draws < 2:
         raise ValueError("random_slices needs at least 2 draws for a spread")
     r = policy.adapter.rank
@@ -127,26 +156,59 @@ def random_slices(policy: Policy, pool: GradingPool, eval_sets: list[EvalSet], *
         full = removed_norm(grams, chosen)
         strength = 1.0 if full == 0 else min(1.0, target / full)
         slices.append({"removed": {n: c * strength for n, c in chosen.items()}, "strength": strength, "norm": full * strength})
-    conditions = {"on": None, "real": real_removed} | {f"slice{i}": s["removed"] for i, s in enumerate(slices)}
-    result: dict[str, Any] = {
+    removed = {"real": real_removed} | {f"slice{i}": s["removed"] for i, s in enumerate(slices)}
+    conditions = {"on": None} | {label: {n: 1.0 - c for n, c in rem.items()} for label, rem in removed.items()}
+    meta = {
         "target_norm": target,
         "draws": draws,
         "slices": [{"strength": s["strength"], "norm": s["norm"], "under_matched": s["norm"] < 0.99 * target} for s in slices],
-        "sets": {},
     }
-    flat = policy.adapter.quarantine_at_init()  # nothing to delete (the `none` arm): the target norm is 0
-    for eval_set in eval_sets:
-        rates = {}
-        for label, removed in conditions.items():
-            if flat and rates:  # ... so every slice is scaled to nothing: each condition is the ON model
-                rates[label] = dict(rates["on"])
-                continue
-            keep = {n: 1.0 - c for n, c in removed.items()} if removed is not None else None
-            ctx = scaled_components(policy, keep) if keep is not None else contextlib.nullcontext()
-            with ctx:
-                rates[label] = _rates(summarise(sample_and_grade(policy, pool, eval_set, samples=samples, seed=seed)))
-        result["sets"][eval_set.name] = {"rates": rates, "position": _position(rates)}
-    return result
+    return conditions, meta
+
+
+def slices_result(meta: dict[str, Any], summaries: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    sets = {}
+    for name, got in summaries.items():
+        rates = {label: _rates(got[label]) for label in ["on", "real"] + [f"slice{i}" for i in range(meta["draws"])]}
+        sets[name] = {"rates": rates, "position": _position(rates)}
+    return {**meta, "sets": sets}
+
+
+def localize(
+    policy: Policy, pool: GradingPool, eval_sets: list[EvalSet], *, samples: int, seed: int, scales=DOSE_SCALES, draws: int = 10
+) -> dict[str, Any]:
+    """The dose curve and the random-slice baseline, measured together: the slices' "on" and "real"
+    are the dose curve's scales 1 and 0 (the same weights), sampled once. Where the hack expert holds
+    its init (the `none` arm) every condition is the same model (the slices are matched to a norm of
+    0): each set is sampled once."""
+    slices, meta = slice_plan(policy, seed=seed, draws=draws)
+    conditions = dose_conditions(policy, scales)
+    aliases = {label: f"scale {s:g}" for label, s in (("on", 1.0), ("real", 0.0)) if s in scales}
+    conditions |= {label: keep for label, keep in slices.items() if label not in aliases}
+    summaries, timing = measure_conditions(
+        policy, pool, eval_sets, conditions, samples=samples, seed=seed, same_model=policy.adapter.quarantine_at_init()
+    )
+    for got in summaries.values():
+        got.update({label: got[alias] for label, alias in aliases.items()})
+    return {"dose": dose_result(scales, summaries), "slices": slices_result(meta, summaries), "timing": timing}
+
+
+def dose_curve(policy: Policy, pool: GradingPool, eval_sets: list[EvalSet], *, samples: int, seed: int, scales=DOSE_SCALES) -> dict[str, Any]:
+    """Hack and solve at each quarantine scale, per eval set (same prompts and seeds). Where the
+    hack expert holds its init (the `none` arm) every scale is the same model: sampled once."""
+    flat = policy.adapter.quarantine_at_init()
+    summaries, _ = measure_conditions(policy, pool, eval_sets, dose_conditions(policy, scales), samples=samples, seed=seed, same_model=flat)
+    return dose_result(scales, summaries)
+
+
+def random_slices(policy: Policy, pool: GradingPool, eval_sets: list[EvalSet], *, samples: int, seed: int, draws: int = 10) -> dict[str, Any]:
+    """The real deletion against `draws` random norm-matched slices of the same rank (see the module
+    docstring). With nothing to delete (the `none` arm) the target norm is 0, every slice is scaled
+    to nothing and every condition is the ON model: sampled once."""
+    conditions, meta = slice_plan(policy, seed=seed, draws=draws)
+    flat = policy.adapter.quarantine_at_init()
+    summaries, _ = measure_conditions(policy, pool, eval_sets, conditions, samples=samples, seed=seed, same_model=flat)
+    return slices_result(meta, summaries)
 
 
 def _position(rates: dict[str, dict[str, float | None]]) -> dict[str, Any]:
@@ -182,10 +244,12 @@ def selectivity(on: dict[str, Any], off: dict[str, Any], *, start_solve: float |
 
 
 def localize_run_dir(
-    run_dir: str, *, scales=DOSE_SCALES, draws: int = 10, samples: int | None = None, sets: tuple[str, ...] = ("heldout", "skill", "heldout_clean")
+    run_dir: str, *, scales=DOSE_SCALES, draws: int = 10, samples: int | None = None, sets: tuple[str, ...] = ("heldout", "skill", "heldout_clean"),
+    grading_workers: int | None = None,
 ) -> dict[str, Any]:
     """`evilmoe localize RUN_DIR`: the dose curve and the random-slice baseline of a trained run,
-    on its final eval sets and seeds; writes RUN/localization.json and plots/dose_curve.png."""
+    on its final eval sets and seeds; writes RUN/localization.json and plots/dose_curve.png.
+    grading_workers: grading processes (default: the run's grading_workers, else the CPUs)."""
     from pathlib import Path
 
     from evilmoe import distributed as ddp
@@ -196,24 +260,29 @@ def localize_run_dir(
     path = Path(run_dir)
     policy, steps_trained = Policy.from_run_dir(path)
     config = policy.config
-    pool = GradingPool(config.grading_workers or ddp.cores_per_rank())
+    # many conditions write the same text for a prompt: each distinct response is graded once
+    pool = GradingPool(grading_workers or config.grading_workers or ddp.cores_per_rank(), memo=True)
     try:
         every, seed = final_eval_plan(policy)  # scale 1 / 0 then reproduce the final eval's ON / OFF
         chosen = [s for s in every if s.name in sets]
         if not chosen:
             raise UserError(f"none of the eval sets {', '.join(sets)} exists for this run (it has {', '.join(s.name for s in every)})")
         n = samples or config.eval_samples
-        result = {
-            "run": str(path), "steps_trained": steps_trained, "samples_per_problem": n,
-            "dose": dose_curve(policy, pool, chosen, samples=n, seed=seed, scales=scales),
-            "slices": random_slices(policy, pool, chosen, samples=n, seed=seed, draws=draws),
-        }
+        measured = localize(policy, pool, chosen, samples=n, seed=seed, scales=scales, draws=draws)
+        measured["timing"] |= {"grading_workers": pool.workers, "identical_responses_not_regraded": pool.memo_hits}
+        result = {"run": str(path), "steps_trained": steps_trained, "samples_per_problem": n, **measured}
     finally:
         pool.close()
     atomic_write_json(path / "localization.json", result)
     plot_dose(result, path / "plots" / "dose_curve.png")
     for line in localization_lines(result):
         print(line)
+    t = result["timing"]
+    print(
+        f"localize took {t['total_seconds']:.0f} s: {t['graded_rows']} rows sampled in {sum(t['sampling_seconds'].values()):.0f} s, "
+        f"grading done {t['grading_wait_after_sampling_seconds']:.0f} s after sampling ({t['grading_workers']} workers, "
+        f"{t['identical_responses_not_regraded']} identical responses not graded again)"
+    )
     return result
 
 
@@ -276,7 +345,7 @@ def reset_adapter_state(state: dict[str, torch.Tensor], rank: int, *, quarantine
     return out
 
 
-def relearn_run_dir(run_dir: str, *, steps: int = 20, condition: str = "deleted") -> dict[str, Any]:
+def relearn_run_dir(run_dir: str, *, steps: int = 20, condition: str = "deleted", grading_workers: int | None = None) -> dict[str, Any]:
     """`evilmoe relearn RUN_DIR`: train the deployed model alone for `steps` more steps in the same
     hacking environment (arm `none`: the deployed block learns, the quarantine stays at its init) and
     record how fast hacking comes back. condition "deleted" starts from the run's deployed model (hack
@@ -307,7 +376,9 @@ def relearn_run_dir(run_dir: str, *, steps: int = 20, condition: str = "deleted"
     # the hack rate the run ended with, on its own rollouts (the same environment relearning samples)
     on_hack = float(np.mean([m["policy_hack_rate"] for m in trained[-10:]]))
 
-    relearn_config = dataclasses.replace(config, arm="none", steps=steps, eval_every=0, eval_start=False, checkpoint_every=steps)
+    relearn_config = dataclasses.replace(
+        config, arm="none", steps=steps, eval_every=0, eval_start=False, checkpoint_every=steps, grading_workers=grading_workers or config.grading_workers
+    )
     out = path / f"relearn-{condition}"
     run = RunDir.open(out, relearn_config)
     if run.read_metrics():

@@ -577,11 +577,19 @@ class GradingPool:
     Threads drive the sandboxed subprocesses (the work happens in the children), so `workers`
     defaults to the number of CPUs. `grade_many` blocks; `submit` returns a Future at once so the
     caller can overlap grading with GPU work. Neither ever raises for a response's behaviour.
+
+    memo: grade each distinct job once and hand its Grade to every identical job (same response,
+    problem, mode and markers) submitted later. For analyses that sample one prompt set under many
+    conditions of the weights (evilmoe.localization), where many conditions write the same text.
+    A memoised job shares the first one's Grade, timings included; a grade near the CPU budget can
+    differ between two runs of the same code, and the memo gives both the first run's.
     """
 
-    def __init__(self, workers: int | None = None, *, limits: sandbox.Limits | None = None):
+    def __init__(self, workers: int | None = None, *, limits: sandbox.Limits | None = None, memo: bool = False):
         self.workers = workers or os.cpu_count() or 1
         self.limits = limits
+        self._memo: dict[GradeJob, cf.Future[Grade]] | None = {} if memo else None
+        self.memo_hits = 0
         self._executor = cf.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="evilmoe-grade")
         sandbox.isolation()  # detect the sandbox layers once, up front
         sandbox.check_required_layers()  # EVILMOE_SANDBOX_REQUIRE: a missing layer is an error, never a downgrade
@@ -598,6 +606,15 @@ class GradingPool:
     def _grade_job(self, job: GradeJob) -> Grade:
         return grade(job.response, job.problem, job.mode, eval_markers=job.eval_markers, limits=self.limits)
 
+    def _job_future(self, job: GradeJob) -> cf.Future[Grade]:
+        if self._memo is None:
+            return self._executor.submit(self._grade_job, job)
+        if job in self._memo:
+            self.memo_hits += 1
+        else:
+            self._memo[job] = self._executor.submit(self._grade_job, job)
+        return self._memo[job]
+
     def submit(self, jobs: Iterable[GradeJob]) -> cf.Future[list[Grade]]:
         """Start grading `jobs`; the returned Future resolves to their Grades in input order."""
         jobs = list(jobs)
@@ -607,7 +624,7 @@ class GradingPool:
         if not jobs:
             done.set_result([])
             return done
-        futures = [self._executor.submit(self._grade_job, job) for job in jobs]
+        futures = [self._job_future(job) for job in jobs]
         remaining = [len(futures)]
         lock = threading.Lock()  # done-callbacks run in several worker threads
 
