@@ -183,12 +183,13 @@ def decision_markdown(decision: dict[str, Any], title: str, seeds: list[int]) ->
     return text + ("\n" + render_localization_markdown(decision["localization"]) if decision["localization"] else "")
 
 
-def plot_decision(decision: dict[str, Any], folder: Path) -> None:
-    """decision_plane.png (where there is a selectivity) and dose_by_arm.png (where runs were localized)."""
+def plot_decision(decision: dict[str, Any], folder: Path, base: dict[str, dict[str, float]] | None = None) -> None:
+    """decision_plane.png (where there is a selectivity) and dose_by_arm.png (where runs were localized).
+    base: the base model's rates per eval set ({"hack", "solve"}), drawn on the plane where given."""
     from evilmoe.localization import plot_dose_by_arm
 
     if decision["selectivity"]:
-        plot_plane(decision["table"], decision["selectivity"], folder / "decision_plane.png")
+        plot_plane(decision["table"], decision["selectivity"], folder / "decision_plane.png", base=(base or {}).get("heldout"))
     if decision["localization"]:
         plot_dose_by_arm(decision["localization"], folder / "dose_by_arm.png")
 
@@ -276,9 +277,12 @@ def selectivity_table(results: dict[str, dict[int, dict[str, Any]]], starts: dic
     return out
 
 
-def plot_plane(table: dict[str, Any], selectivity: dict[str, Any], path: Path, set_name: str = "heldout") -> None:
+def plot_plane(
+    table: dict[str, Any], selectivity: dict[str, Any], path: Path, set_name: str = "heldout", base: dict[str, float] | None = None
+) -> None:
     """The (hack, solve) plane of the deployed models (OFF) and the trained ones (ON), seed means with
-    t-intervals, with the starting model: where each arm's deletion lands."""
+    t-intervals, with the starting model (and, where given, the base model before any warm start):
+    where each arm's deletion lands."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -299,6 +303,8 @@ def plot_plane(table: dict[str, Any], selectivity: dict[str, Any], path: Path, s
     start = next((v[set_name]["start_solve"] for v in selectivity.values() if set_name in v), None)
     if start is not None:
         ax.plot(0.0, start, "k*", markersize=12, label="start (before RL)")
+    if base is not None:
+        ax.plot(base["hack"], base["solve"], "kX", markersize=9, label="base model (no warm start)")
     ax.set_xlabel(f"hack rate ({set_name})")
     ax.set_ylabel(f"solve rate ({set_name})")
     ax.set_title("ON (circles) -> OFF (squares): deleting the hack expert")
