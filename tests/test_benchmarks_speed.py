@@ -15,6 +15,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import eval_rows  # noqa: E402
 import generation  # noqa: E402
 import grpo_step  # noqa: E402
+import localize  # noqa: E402
 from random_models import build_config, random_model  # noqa: E402
 
 from evilmoe.fastgen import FastSampler  # noqa: E402
@@ -146,3 +147,13 @@ def test_eval_rows_benchmark_times_every_value_on_the_same_rows(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert "= 8 rows" in lines[0]
     assert lines[2].split("|")[:2] == ["            3 ", "     3 "] and lines[3].split("|")[1] == "     1 "  # calls: ceil(8 / rows)
+
+
+def test_localize_benchmark_gives_the_plain_measurements_rates_with_fewer_rows(capsys):
+    """Both ways measure every condition on the same prompts and seeds: the same rates; localize
+    samples the slices' ends once (5 scales + 2 slices instead of 5 + 2 + 2 conditions)."""
+    got = localize.main(["--problems", "3", "--draws", "2", "--samples", "1", "--sets", "heldout"])
+    assert got["mismatched"] == [] and got["graded_rows"] == 7 * 3
+    assert all(v > 0 for v in got["seconds"].values())
+    out = capsys.readouterr().out
+    assert "localize / plain:" in out and "rates identical: True" in out and "27 rows sampled and graded" in out
