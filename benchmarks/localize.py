@@ -108,12 +108,12 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{len(eval_sets)} sets, {rows_per_condition} rows a condition, {len(DOSE_SCALES)} scales + {args.draws} slices, {pool.workers} grading workers")
     print(f"plain    : {timings['plain']:7.1f} s, {len(reference) * rows_per_condition // len(eval_sets)} rows sampled and graded")
     t = result["timing"]
-    print(f"localize : {timings['localize']:7.1f} s, {t['graded_rows']} rows sampled, {memo_hits} identical responses not graded again; "
+    print(f"localize : {timings['localize']:7.1f} s, {t['sampled_rows']} rows sampled, {memo_hits} identical responses not graded again; "
           f"sampling {sum(t['sampling_seconds'].values()):.1f} s, grading done {t['grading_wait_after_sampling_seconds']:.1f} s after")
     print(f"localize / plain: {timings['localize'] / timings['plain']:.2f}x the time; rates identical: {not mismatched}")
     if mismatched:
         print("differing conditions: " + ", ".join(f"{s} {c}" for s, c in mismatched))
-    return {"seconds": timings, "memo_hits": memo_hits, "mismatched": mismatched, "graded_rows": t["graded_rows"]}
+    return {"seconds": timings, "memo_hits": memo_hits, "mismatched": mismatched, "sampled_rows": t["sampled_rows"]}
 
 
 if __name__ == "__main__":

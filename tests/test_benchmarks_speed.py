@@ -153,7 +153,7 @@ def test_localize_benchmark_gives_the_plain_measurements_rates_with_fewer_rows(c
     """Both ways measure every condition on the same prompts and seeds: the same rates; localize
     samples the slices' ends once (5 scales + 2 slices instead of 5 + 2 + 2 conditions)."""
     got = localize.main(["--problems", "3", "--draws", "2", "--samples", "1", "--sets", "heldout"])
-    assert got["mismatched"] == [] and got["graded_rows"] == 7 * 3
+    assert got["mismatched"] == [] and got["sampled_rows"] == 7 * 3
     assert all(v > 0 for v in got["seconds"].values())
     out = capsys.readouterr().out
     assert "localize / plain:" in out and "rates identical: True" in out and "27 rows sampled and graded" in out

@@ -109,7 +109,7 @@ def test_localize_measures_dose_and_slices_together_with_the_same_numbers(policy
     assert sum(calls) == (len(scales) + 2) * len(eval_set.problems)
     assert both["dose"] == dose and both["slices"] == slices
     timing = both["timing"]
-    assert timing["graded_rows"] == sum(calls) and len(timing["sampling_seconds"]) == len(scales) + 2
+    assert timing["sampled_rows"] == sum(calls) and len(timing["sampling_seconds"]) == len(scales) + 2
 
 
 def test_scaling_restores_the_adapter_exactly(policy):

@@ -126,7 +126,7 @@ def measure_conditions(
         "sampling_seconds": sampling_seconds,
         "total_seconds": round(time.perf_counter() - started, 3),
         "grading_wait_after_sampling_seconds": round(time.perf_counter() - sampled_at, 3),
-        "graded_rows": sum(len(p.texts) for p in pending.values()),
+        "sampled_rows": sum(len(p.texts) for p in pending.values()),
     }
     return out, timing
 
@@ -279,7 +279,7 @@ def localize_run_dir(
         print(line)
     t = result["timing"]
     print(
-        f"localize took {t['total_seconds']:.0f} s: {t['graded_rows']} rows sampled in {sum(t['sampling_seconds'].values()):.0f} s, "
+        f"localize took {t['total_seconds']:.0f} s: {t['sampled_rows']} rows sampled in {sum(t['sampling_seconds'].values()):.0f} s, "
         f"grading done {t['grading_wait_after_sampling_seconds']:.0f} s after sampling ({t['grading_workers']} workers, "
         f"{t['identical_responses_not_regraded']} identical responses not graded again)"
     )
