@@ -178,7 +178,7 @@ def test_local_gguf_converts_once_and_matches(tmp_path, monkeypatch):
     text = "héllo wörld<|im_end|>"
     assert loaded_tok(text, add_special_tokens=False).input_ids == tok(text, add_special_tokens=False).input_ids
     sha = models._sha256_file(path)
-    assert [p.name for p in (tmp_path / "cache" / "models").iterdir()] == [f"gguf-{sha[:16]}"]
+    assert [p.name for p in (tmp_path / "cache" / "models").iterdir() if not p.name.startswith(".")] == [f"gguf-{sha[:16]}"]  # .lock files aside
 
     def no_second_conversion(*args):
         raise AssertionError("converted twice")
@@ -186,6 +186,29 @@ def test_local_gguf_converts_once_and_matches(tmp_path, monkeypatch):
     monkeypatch.setattr(models, "_convert_gguf", no_second_conversion)
     model2, _ = load_model(str(path))
     torch.testing.assert_close(model2(ids).logits, reference(ids).logits)
+
+
+def test_processes_started_together_convert_once(tmp_path):
+    """Runs launched side by side ask for the same converted model at once: the first converts, the
+    others wait on its lock and find it there."""
+    import threading
+    import time
+
+    target = tmp_path / "models" / "gguf-0123"
+    calls = []
+
+    def convert():
+        calls.append(threading.get_ident())
+        time.sleep(0.3)  # long enough for the others to reach the lock
+        target.mkdir(parents=True)
+        (target / models.SOURCE_FILE).write_text("{}")
+
+    threads = [threading.Thread(target=models._converted_once, args=(target, convert)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and models._is_converted(target)
 
 
 @pytest.mark.slow
@@ -226,7 +249,7 @@ def test_default_model_full_fetch_convert_cache(tmp_path, monkeypatch):
     started = time.perf_counter()
     model3, _ = load_model(str(gguf))
     assert time.perf_counter() - started < 20
-    assert sorted(p.name for p in (tmp_path / "cache" / "models").iterdir()) == [models.DEFAULT_MODEL]
+    assert sorted(p.name for p in (tmp_path / "cache" / "models").iterdir() if not p.name.startswith(".")) == [models.DEFAULT_MODEL]  # .lock aside
     assert describe_model(model3)["parameters"] == info["parameters"]
 
 

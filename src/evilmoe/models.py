@@ -20,6 +20,7 @@ the turn trains on garbage.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -400,21 +402,33 @@ def _convert_gguf(gguf_path: Path, sha256: str, target: Path) -> None:
     _log(f"converted in {time.perf_counter() - started:.1f} s")
 
 
+def _converted_once(target: Path, convert: Callable[[], None]) -> Path:
+    """convert() unless the converted model is already at target. Several processes started together
+    on one machine (runs side by side) wait for the first one's conversion instead of each doing it."""
+    if _is_converted(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not _is_converted(target):
+            convert()
+    return target
+
+
 def _ensure_default_converted() -> Path:
     target = _converted_dir(DEFAULT_GGUF_SHA256)
-    if not _is_converted(target):
-        target.parent.mkdir(parents=True, exist_ok=True)
+
+    def convert() -> None:
         with tempfile.TemporaryDirectory(prefix=".fetch-", dir=target.parent) as tmp:
             _convert_gguf(_fetch_default_gguf(Path(tmp)), DEFAULT_GGUF_SHA256, target)
-    return target
+
+    return _converted_once(target, convert)
 
 
 def _ensure_gguf_converted(gguf_path: Path) -> Path:
     sha = _sha256_file(gguf_path)
     target = _converted_dir(sha)
-    if not _is_converted(target):
-        _convert_gguf(gguf_path, sha, target)
-    return target
+    return _converted_once(target, lambda: _convert_gguf(gguf_path, sha, target))
 
 
 # ---------------------------------------------------------------------------------------------
