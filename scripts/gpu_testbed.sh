@@ -79,7 +79,7 @@ PY
     done
     if ! pgrep -f "python3 -m evilmoe" > /dev/null; then echo "no run is still going"; break; fi
   done
-  for log in $(find $root -name '*.log' | sort); do grep -h "causal ablation\|relearn \(deleted\|start\):\|Error\|error" $log | tail -3; done
+  for log in $(find $root -name '*.log' | sort); do grep -h "causal ablation\|localize took\|relearn \(deleted\|start\):\|Error\|error" $log | tail -4; done
   true  # a quiet log is not a failure: `watch` chained before `collect` must not stop the chain
   ;;
 collect)

@@ -169,7 +169,7 @@ def test_testbed_launch_runs_the_follow_ups_of_a_matching_line(tmp_path: Path):
     assert not (runs / "other").exists()
     watch = subprocess.run(["bash", "scripts/gpu_testbed.sh", "watch", "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert "dec/absorb/seed_0 step   0" in watch.stdout and "done: eval, localize, relearn-deleted" in watch.stdout, watch.stdout
-    assert "relearn deleted:" in watch.stdout  # the follow-up's closing line, from the log
+    assert "relearn deleted:" in watch.stdout and "localize took" in watch.stdout  # the follow-ups' closing lines, from the log
     # the decision from that layout, with what the follow-ups wrote, and its figures
     table = subprocess.run([sys.executable, str(ROOT / "scripts" / "decision_table.py"), str(runs / "dec"), "--figures", str(out)],
                            capture_output=True, text=True, timeout=120)
