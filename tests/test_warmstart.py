@@ -232,8 +232,10 @@ def test_runs_share_the_warm_start_and_the_start_eval(tmp_path, problems, capsys
             assert set(result["sets"][name]["on"]["per_mode"]) == {"gt_only"}
     for res in starts[0]["sets"].values():  # at the start the adapter's delta is zero: ON and OFF are one model
         assert res["on"]["solve"] == res["off"]["solve"] and res["on"]["hack"] == res["off"]["hack"]
-    out = capsys.readouterr().out
-    assert "start: skill" in out
+    captured = capsys.readouterr()
+    assert "start: skill" in captured.out and "start: evaluation ready in" in captured.out
+    # the first run trained the warm start, the others read it (each says so, with its time)
+    assert "warm start trained (" in captured.err and "warm start read from the cache in" in captured.err
     # the training distribution is evaluated in the modes it trained in (RL trains on a subset here)
     training = Policy.mode_partition(make_config("tiny", overrides), problems)
     rows = [json.loads(line) for line in (tmp_path / "none" / "rollouts" / "eval_train_dist.jsonl").read_text().splitlines()]

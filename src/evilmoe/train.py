@@ -119,11 +119,13 @@ def begin_run(trainer: Trainer, run: RunDir | None, state: dict[str, Any] | None
                 | start_val
             )
     if config.eval_start and trainer.step == 0:  # every rank: the evaluation is split over them
+        started = time.perf_counter()
         start = start_evaluation(trainer.policy, trainer.pool)
         if run is not None:
             run.write_json("eval_start.json", start)
             for line in start["lines"]:
                 print(f"start: {line}")
+            print(f"start: evaluation ready in {time.perf_counter() - started:.1f} s (evaluated here, read from the cache or waited for)")
 
 
 def end_step(trainer: Trainer, run: RunDir | None, metrics: dict[str, Any]) -> None:

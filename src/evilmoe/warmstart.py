@@ -27,6 +27,8 @@ import hashlib
 import json
 import os
 import random
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -200,17 +202,22 @@ def save_cached(folder: Path, key: dict[str, Any], deltas: dict[str, Tensor], lo
 def obtain_warm_start(
     model, tokenizer, stop_id: int, problems: list[Problem], modes: dict[str, str], config, device, dtype, split_summary: dict[str, int]
 ) -> dict[str, Any]:
-    """The warm start's deltas and losses: from the cache when there, else trained (and cached)."""
+    """The warm start's deltas and losses: from the cache when there, else trained (and cached).
+    Says on stderr which, and how long it took (waiting for another process's training included)."""
+    started = time.perf_counter()
     key = warm_start_key(config, problems, modes, device=device, dtype=dtype)
     root = warm_start_cache_root(config)
     if root is None:
         deltas, losses = train_warm_start(model, tokenizer, stop_id, problems, modes, config, device)
-        return {"deltas": deltas, "losses": losses, "key": key_digest(key), "cached": False}
-    folder = root / key_digest(key)
-    with _locked(folder):
-        found = load_cached(folder, key)
-        if found is not None:
-            return found
-        deltas, losses = train_warm_start(model, tokenizer, stop_id, problems, modes, config, device)
-        save_cached(folder, key, deltas, losses, split_summary)
-    return {"deltas": deltas, "losses": losses, "key": key_digest(key), "cached": False}
+        got = {"deltas": deltas, "losses": losses, "key": key_digest(key), "cached": False}
+    else:
+        folder = root / key_digest(key)
+        with _locked(folder):
+            got = load_cached(folder, key)
+            if got is None:
+                deltas, losses = train_warm_start(model, tokenizer, stop_id, problems, modes, config, device)
+                save_cached(folder, key, deltas, losses, split_summary)
+                got = {"deltas": deltas, "losses": losses, "key": key_digest(key), "cached": False}
+    how = "read from the cache" if got["cached"] else f"trained ({config.warm_start_steps} steps)"
+    print(f"[evilmoe.warmstart] warm start {how} in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+    return got
