@@ -272,30 +272,26 @@ def test_regrade_rollouts_counts_the_grades_that_change(tmp_path: Path):
     assert bad.returncode != 0 and "not a run directory" in bad.stderr
 
 
-def test_decision_table_draws_the_base_model_only_from_a_base_run_of_the_same_problems(tmp_path: Path):
+def test_decision_table_draws_the_base_model_only_from_a_base_run_of_the_same_problems(tmp_path: Path, capsys):
     """--base takes a run of the decision's preset with --steps 0 --warm-start-steps 0 whose sets hold
     the decision runs' problems; anything else is refused with the reason."""
     import json
 
+    table = _load("decision_table")
     decide = ROOT / "docs" / "results" / "decision-testbed" / "decide"
+    finished = {"none": {0: decide / "none" / "seed_0"}}
     base = tmp_path / "base"
     shutil.copytree(decide / "none" / "seed_0", base, ignore=shutil.ignore_patterns("rollouts", "relearn-*", "plots"))
-
-    def table(*extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(ROOT / "scripts" / "decision_table.py"), str(decide), "--base", str(base), *extra],
-                              capture_output=True, text=True, timeout=120)
-
-    refused = table()  # a trained run is no base model
-    assert refused.returncode != 0 and "--steps 0 --warm-start-steps 0" in refused.stderr
+    with pytest.raises(SystemExit, match="--steps 0 --warm-start-steps 0"):  # a trained run is no base model
+        table.read_base(base, finished)
     config = json.loads((base / "config.json").read_text())
     (base / "config.json").write_text(json.dumps({**config, "steps": 0, "warm_start_steps": 0}))
-    drawn = table("--figures", str(tmp_path / "fig"))
-    assert drawn.returncode == 0, drawn.stderr
+    table.main([str(decide), "--base", str(base), "--figures", str(tmp_path / "fig")])
     on = json.loads((base / "eval.json").read_text())["sets"]["heldout"]["on"]
-    assert f"heldout hack {on['hack']['rate']:.3f} solve {on['solve']['rate']:.3f}" in drawn.stdout
+    assert f"heldout hack {on['hack']['rate']:.3f} solve {on['solve']['rate']:.3f}" in capsys.readouterr().out
     assert (tmp_path / "fig" / "decision_plane.png").is_file()
     start = json.loads((base / "eval_start.json").read_text())
     start["sets"]["skill"]["rows"]["problems"] = start["sets"]["skill"]["rows"]["problems"][1:]
     (base / "eval_start.json").write_text(json.dumps(start))
-    other = table()
-    assert other.returncode != 0 and "'skill' set is not the decision runs'" in other.stderr
+    with pytest.raises(SystemExit, match="'skill' set is not the decision runs'"):
+        table.read_base(base, finished)
