@@ -20,6 +20,7 @@ the turn trains on garbage.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -32,7 +33,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -297,6 +298,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EVILMOE_CACHE") or Path.home() / ".cache" / "evilmoe")
 
 
+@contextlib.contextmanager
+def cache_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on the file at `path` (made, with its folder, where missing): of several
+    processes filling one cache entry (runs started together on one machine), one does the work and
+    the others wait for it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _converted_dir(sha256: str) -> Path:
     """Where the converted copy of the GGUF with this sha256 lives (the default model has a name)."""
     name = DEFAULT_MODEL if sha256 == DEFAULT_GGUF_SHA256 else f"gguf-{sha256[:16]}"
@@ -407,9 +422,7 @@ def _converted_once(target: Path, convert: Callable[[], None]) -> Path:
     on one machine (runs side by side) wait for the first one's conversion instead of each doing it."""
     if _is_converted(target):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    with cache_lock(target.parent / f".{target.name}.lock"):
         if not _is_converted(target):
             convert()
     return target

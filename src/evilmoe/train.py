@@ -242,7 +242,8 @@ def start_evaluation(policy: Policy, pool: GradingPool) -> dict[str, Any]:
     start by a hash of everything it depends on, so the arms and seeds of one experiment share it."""
     import hashlib
 
-    from evilmoe.warmstart import _locked, warm_start_cache_root
+    from evilmoe.models import cache_lock
+    from evilmoe.warmstart import warm_start_cache_root
 
     config = policy.config
     eval_sets, seed = final_eval_plan(policy)
@@ -259,7 +260,7 @@ def start_evaluation(policy: Policy, pool: GradingPool) -> dict[str, Any]:
     if cached is None:
         return _evaluate_start(policy, pool, eval_sets, seed, digest)
     # parallel runs of one experiment wait for the first to evaluate (one process: no rank split)
-    lock = _locked(cached.parent / f".{digest}") if ddp.world() == 1 else contextlib.nullcontext()
+    lock = cache_lock(cached.parent / f".{digest}.lock") if ddp.world() == 1 else contextlib.nullcontext()
     with lock:
         if cached.exists():
             return json.loads(cached.read_text())

@@ -21,15 +21,12 @@ that want the same warm start train it once.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import random
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +40,7 @@ from evilmoe.env.types import Problem
 from evilmoe.errors import UserError
 from evilmoe.grpo import completion_logprobs
 from evilmoe.lora2r import Lora2rConfig, attach_lora2r
-from evilmoe.models import cache_dir, chat_prompt
+from evilmoe.models import cache_dir, cache_lock, chat_prompt
 from evilmoe.rollouts import build_batch, encode_completion, encode_prompts
 from evilmoe.seeding import derive_seed
 from evilmoe.teacher import make_demo
@@ -164,18 +161,6 @@ def warm_start_cache_root(config) -> Path | None:
     return Path(config.warm_start_cache)
 
 
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """An exclusive lock on folder/.lock: one process trains a given warm start, the others wait."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def load_cached(folder: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     """The cached warm start in folder, or None. A folder whose key differs is an error (a hash clash
     or a hand-edited cache), never silently used."""
@@ -212,7 +197,7 @@ def obtain_warm_start(
         got = {"deltas": deltas, "losses": losses, "key": key_digest(key), "cached": False}
     else:
         folder = root / key_digest(key)
-        with _locked(folder):
+        with cache_lock(folder / ".lock"):  # one process trains a given warm start, the others wait
             got = load_cached(folder, key)
             if got is None:
                 deltas, losses = train_warm_start(model, tokenizer, stop_id, problems, modes, config, device)
