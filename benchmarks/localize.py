@@ -22,6 +22,7 @@ evaluation.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
 import torch
@@ -42,11 +43,8 @@ def plain(policy: Policy, pool: GradingPool, eval_sets, *, samples: int, seed: i
     out = {}
     for eval_set in eval_sets:
         for label, keep in conditions.items():
-            if keep is None:
+            with scaled_components(policy, keep) if keep is not None else contextlib.nullcontext():
                 summary = summarise(sample_and_grade(policy, pool, eval_set, samples=samples, seed=seed))
-            else:
-                with scaled_components(policy, keep):
-                    summary = summarise(sample_and_grade(policy, pool, eval_set, samples=samples, seed=seed))
             out[eval_set.name, label] = (summary["hack"]["rate"], summary["solve"]["rate"])
     return out
 
@@ -75,6 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.run:
         policy, _ = Policy.from_run_dir(args.run)
+        every, seed = final_eval_plan(policy)
     else:
         config = make_config(args.preset, {"model": args.model, "device": args.device, "arm": "moe", "eval_problems": args.problems})
         policy = Policy(config, load_problem_set(config.problem_set, config.data_dir))
@@ -83,9 +82,6 @@ def main(argv: list[str] | None = None) -> dict:
             for m in policy.adapter.modules.values():
                 m.B[:, m.rank :] += 0.5 * torch.randn(m.B[:, m.rank :].shape, generator=gen).to(m.B.device, m.B.dtype)
         policy.refresh_sampler()
-    if args.run:
-        every, seed = final_eval_plan(policy)
-    else:
         every, seed = make_eval_sets(policy.config, policy.problems, split="test", n_heldout=args.problems, n_train=0), 3
     eval_sets = [s for s in every if s.name in args.sets.split(",")]
     if not eval_sets:

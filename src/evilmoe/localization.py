@@ -122,21 +122,26 @@ def measure_conditions(
         out.setdefault(set_name, {})[label] = summarise(p.result())
     if same_model:
         out = {name: {label: got[labels[0]] for label in labels} for name, got in out.items()}
+    done = time.perf_counter()
     timing = {
         "sampling_seconds": sampling_seconds,
-        "total_seconds": round(time.perf_counter() - started, 3),
-        "grading_wait_after_sampling_seconds": round(time.perf_counter() - sampled_at, 3),
+        "total_seconds": round(done - started, 3),
+        "grading_wait_after_sampling_seconds": round(done - sampled_at, 3),
         "sampled_rows": sum(len(p.texts) for p in pending.values()),
     }
     return out, timing
 
 
+def _scale_label(scale: float) -> str:
+    return f"scale {scale:g}"
+
+
 def dose_conditions(policy: Policy, scales=DOSE_SCALES) -> dict[str, dict[str, torch.Tensor]]:
-    return {f"scale {s:g}": quarantine_keep(policy, s) for s in scales}
+    return {_scale_label(s): quarantine_keep(policy, s) for s in scales}
 
 
 def dose_result(scales, summaries: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    sets = {name: [{"scale": s, "hack": got[f"scale {s:g}"]["hack"], "solve": got[f"scale {s:g}"]["solve"]} for s in scales] for name, got in summaries.items()}
+    sets = {name: [{"scale": s} | {f: got[_scale_label(s)][f] for f in ("hack", "solve")} for s in scales] for name, got in summaries.items()}
     return {"scales": list(scales), "sets": sets}
 
 
@@ -183,7 +188,7 @@ def localize(
     0): each set is sampled once."""
     slices, meta = slice_plan(policy, seed=seed, draws=draws)
     conditions = dose_conditions(policy, scales)
-    aliases = {label: f"scale {s:g}" for label, s in (("on", 1.0), ("real", 0.0)) if s in scales}
+    aliases = {label: _scale_label(s) for label, s in (("on", 1.0), ("real", 0.0)) if s in scales}
     conditions |= {label: keep for label, keep in slices.items() if label not in aliases}
     summaries, timing = measure_conditions(
         policy, pool, eval_sets, conditions, samples=samples, seed=seed, same_model=policy.adapter.quarantine_at_init()
