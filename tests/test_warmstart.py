@@ -233,7 +233,9 @@ def test_runs_share_the_warm_start_and_the_start_eval(tmp_path, problems, capsys
     for res in starts[0]["sets"].values():  # at the start the adapter's delta is zero: ON and OFF are one model
         assert res["on"]["solve"] == res["off"]["solve"] and res["on"]["hack"] == res["off"]["hack"]
     captured = capsys.readouterr()
-    assert "start: skill" in captured.out and "start: evaluation ready in" in captured.out
+    # the first run evaluated the start, the others read it (each says which, with its time)
+    assert "start: skill" in captured.out and "start: evaluation done here in" in captured.out
+    assert "start: evaluation read from the cache in" in captured.out
     # the first run trained the warm start, the others read it (each says so, with its time)
     assert "warm start trained (" in captured.err and "warm start read from the cache in" in captured.err
     # the training distribution is evaluated in the modes it trained in (RL trains on a subset here)

@@ -120,12 +120,12 @@ def begin_run(trainer: Trainer, run: RunDir | None, state: dict[str, Any] | None
             )
     if config.eval_start and trainer.step == 0:  # every rank: the evaluation is split over them
         started = time.perf_counter()
-        start = start_evaluation(trainer.policy, trainer.pool)
+        start, how = start_evaluation(trainer.policy, trainer.pool)
         if run is not None:
             run.write_json("eval_start.json", start)
             for line in start["lines"]:
                 print(f"start: {line}")
-            print(f"start: evaluation ready in {time.perf_counter() - started:.1f} s (evaluated here, read from the cache or waited for)")
+            print(f"start: evaluation {how} in {time.perf_counter() - started:.1f} s")
 
 
 def end_step(trainer: Trainer, run: RunDir | None, metrics: dict[str, Any]) -> None:
@@ -235,11 +235,13 @@ def router_line(metrics: list[dict[str, Any]], window: int = 5) -> str | None:
     )
 
 
-def start_evaluation(policy: Policy, pool: GradingPool) -> dict[str, Any]:
+def start_evaluation(policy: Policy, pool: GradingPool) -> tuple[dict[str, Any], str]:
     """The starting model (after any warm start, before any RL step) on the final eval's sets, prompts
     and sampling seeds: the baseline of every lift. The adapter's delta is exactly zero here, so ON
     and OFF are the same model (and, with the same seeds, the same samples). Cached next to the warm
-    start by a hash of everything it depends on, so the arms and seeds of one experiment share it."""
+    start by a hash of everything it depends on, so the arms and seeds of one experiment share it.
+    Returns (the evaluation, how it was had: "done here" or "read from the cache", the wait for
+    another process's evaluation included in the time the caller measures)."""
     import hashlib
 
     from evilmoe.models import cache_lock
@@ -258,18 +260,18 @@ def start_evaluation(policy: Policy, pool: GradingPool) -> dict[str, Any]:
     root = warm_start_cache_root(config)
     cached = root / "start-evals" / f"{digest}.json" if root is not None else None
     if cached is None:
-        return _evaluate_start(policy, pool, eval_sets, seed, digest)
+        return _evaluate_start(policy, pool, eval_sets, seed, digest), "done here"
     # parallel runs of one experiment wait for the first to evaluate (one process: no rank split)
     lock = cache_lock(cached.parent / f".{digest}.lock") if ddp.world() == 1 else contextlib.nullcontext()
     with lock:
         if cached.exists():
-            return json.loads(cached.read_text())
+            return json.loads(cached.read_text()), "read from the cache"
         result = _evaluate_start(policy, pool, eval_sets, seed, digest)
         if ddp.is_main():
             from evilmoe.runs import atomic_write_json
 
             atomic_write_json(cached, result)
-    return result
+    return result, "done here"
 
 
 def _evaluate_start(policy: Policy, pool: GradingPool, eval_sets: list, seed: int, digest: str) -> dict[str, Any]:
