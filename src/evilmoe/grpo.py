@@ -115,8 +115,12 @@ LOGIT_CHUNK_ELEMENTS = 2**26
 
 
 def _token_logprobs(hidden: Tensor, targets: Tensor, lm_head: torch.nn.Module, temperature: float) -> Tensor:
-    """log softmax(lm_head(hidden) / temperature) at `targets`, without a [n, V] log-prob tensor."""
-    logits = lm_head(hidden).float() / temperature
+    """log softmax(lm_head(hidden) / temperature) at `targets`, without a [n, V] log-prob tensor.
+
+    Half-precision logits are upcast to float32; float64 ones stay float64 (a float64 model then
+    gives float64-exact log-probs and gradients, which is what the exactness tests compare)."""
+    logits = lm_head(hidden)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32)) / temperature
     return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
@@ -153,7 +157,8 @@ def lm_head_logprobs(
         else:
             pieces.append(_token_logprobs(h, t, lm_head, temperature))
     if not pieces:
-        return torch.zeros(0, dtype=torch.float32, device=hidden.device)
+        dtype = torch.promote_types(hidden.dtype, torch.float32)
+        return torch.zeros(0, dtype=dtype, device=hidden.device)
     return torch.cat(pieces)
 
 
@@ -180,6 +185,7 @@ def completion_logprobs(
     selected_targets = input_ids[:, 1:][predicts_trained]
     mask = batch.completion_mask.bool()
     logp = lm_head_logprobs(selected_hidden, selected_targets, lm_head, temperature=temperature, chunk_tokens=chunk_tokens)
+    # float32 for every model, as callers store it (a float64 model's log-probs are rounded only here)
     out = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device)
     if logp.numel():
         out = out.masked_scatter(mask, logp.float())
