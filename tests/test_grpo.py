@@ -7,12 +7,14 @@ import math
 import pytest
 import torch
 
+from evilmoe import grpo
 from evilmoe.grpo import (
     SequenceBatch,
     clipped_surrogate,
     completion_logprobs,
     group_advantages,
     k3_kl,
+    lm_head_logprobs,
     position_ids_for,
     token_microbatches,
 )
@@ -81,16 +83,99 @@ def test_logprob_gradients_flow_through_chunked_checkpointing():
         assert torch.allclose(a, p.grad, atol=1e-9)
 
 
-@pytest.mark.parametrize("chunk_tokens", [None, 1, 2])
-def test_chunked_logprobs_and_gradients_equal_the_full_logits_reference(chunk_tokens):
+def _head(vocab: int, dim: int, *, trainable: bool, seed: int) -> tuple[torch.nn.Linear, torch.Tensor, torch.Tensor]:
+    """A float64 LM head and n = 10 hidden states (scaled so the logits spread over several nats) with targets."""
+    g = torch.Generator().manual_seed(seed)
+    head = torch.nn.Linear(dim, vocab, bias=False, dtype=torch.float64)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(vocab, dim, generator=g, dtype=torch.float64))
+    head.weight.requires_grad_(trainable)
+    hidden = torch.randn(10, dim, generator=g, dtype=torch.float64)
+    targets = torch.randint(0, vocab, (10,), generator=g)
+    return head, hidden, targets
+
+
+@pytest.mark.parametrize("temperature", [0.7, 1.0, 1.6])
+@pytest.mark.parametrize("chunk_tokens", [1, 3, 4, 10, 64, None])
+@pytest.mark.parametrize("trainable_head", [True, False])
+def test_lm_head_logprobs_and_gradients_equal_full_logits_in_float64(chunk_tokens, temperature, trainable_head, monkeypatch):
+    """Chunked, checkpointed log-probs against one log_softmax over the full [n, V] logits: the
+    values and the gradients wrt the hidden states and (when it trains) the head's weight, for
+    chunks that divide n = 10 and chunks that do not (3, 4), one chunk, and the default chunk
+    size (here LOGIT_CHUNK_ELEMENTS of 3 rows of the vocabulary: 3 positions per chunk)."""
+    vocab = 50
+    monkeypatch.setattr(grpo, "LOGIT_CHUNK_ELEMENTS", 3 * vocab)
+    head, hidden, targets = _head(vocab, 16, trainable=trainable_head, seed=0)
+    upstream = torch.linspace(-1.5, 2.0, 10, dtype=torch.float64)  # unequal weights: not just the sum's gradient
+
+    h = hidden.clone().requires_grad_(True)
+    got = lm_head_logprobs(h, targets, head, temperature=temperature, chunk_tokens=chunk_tokens)
+    (got * upstream).sum().backward()
+    got_h = h.grad
+    got_w = None if head.weight.grad is None else head.weight.grad.clone()
+    head.weight.grad = None
+
+    h = hidden.clone().requires_grad_(True)
+    want = (head(h) / temperature).log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
+    (want * upstream).sum().backward()
+
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got_h, h.grad, rtol=1e-12, atol=1e-12)
+    if trainable_head:
+        torch.testing.assert_close(got_w, head.weight.grad, rtol=1e-12, atol=1e-12)
+    else:
+        assert got_w is None and head.weight.grad is None  # a frozen head gets no weight gradient
+    with torch.no_grad():  # the behaviour pass's path: no checkpointing, the same values
+        torch.testing.assert_close(lm_head_logprobs(hidden, targets, head, temperature=temperature, chunk_tokens=chunk_tokens), want)
+
+
+@pytest.mark.parametrize("trainable_head", [True, False])
+def test_no_full_vocabulary_logits_are_kept_for_the_backward(trainable_head):
+    """What autograd saves for the backward of the chunked log-probs: nothing as wide as the
+    vocabulary (the logits are recomputed per chunk in the backward), while the plain computation
+    keeps [n, V] logits. The head's weight [V, d] is a parameter and not counted."""
+    vocab = 50
+    head, hidden, targets = _head(vocab, 16, trainable=trainable_head, seed=1)
+    hidden.requires_grad_(True)
+    saved: list[tuple[int, ...]] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t is not head.weight:
+            saved.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        lm_head_logprobs(hidden, targets, head, temperature=0.7, chunk_tokens=3)
+    assert saved and all(shape[-1] != vocab for shape in saved)
+    saved.clear()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        grpo._token_logprobs(hidden, targets, head, 0.7)  # the same computation without checkpointing
+    assert (10, vocab) in saved
+
+
+def _ragged_batch() -> SequenceBatch:
+    """Rows with left-padded prompts, completions of 3, 1, 0 and 5 tokens (right-padded), so 9
+    trained tokens in all: chunks of 2 and 4 end inside a row and do not divide the count."""
+    prompt_ids = torch.tensor([[0, 0, 11, 12], [21, 22, 23, 24], [0, 31, 32, 33], [0, 0, 0, 41]])
+    prompt_mask = (prompt_ids != 0).long()
+    return build_batch(prompt_ids, prompt_mask, [[51, 52, 2], [61], [], [71, 72, 73, 74, 2]], pad_id=0)
+
+
+@pytest.mark.parametrize("temperature", [0.7, 1.3])
+@pytest.mark.parametrize("chunk_tokens", [None, 1, 2, 4, 9])
+def test_chunked_logprobs_and_gradients_equal_the_full_logits_reference(chunk_tokens, temperature):
     """The chunked, checkpointed LM head (default chunk size: by vocabulary) against one plain forward
-    with full [N, L, V] logits and log_softmax: same log-probs, same gradients of every weight."""
+    with full [N, L, V] logits and log_softmax, in float64: same log-probs (up to their rounding to
+    the float32 output), zeros on padding and on the row without a completion, and the same
+    gradients of every weight (the tied embedding / LM head included)."""
     model = tiny_model("qwen3", seed=4).double()
     for p in model.parameters():
         p.requires_grad_(True)
-    batch = _batch()
+    batch = _ragged_batch()
+    assert int(batch.completion_mask.sum()) == 9
     weights = torch.linspace(0.5, 2.0, batch.completion_mask.numel(), dtype=torch.float32).view_as(batch.completion_mask.float())
-    got = completion_logprobs(model, batch, temperature=0.7, chunk_tokens=chunk_tokens)
+    got = completion_logprobs(model, batch, temperature=temperature, chunk_tokens=chunk_tokens)
     (got * weights).sum().backward()
     got_grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
@@ -98,12 +183,15 @@ def test_chunked_logprobs_and_gradients_equal_the_full_logits_reference(chunk_to
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                    position_ids=position_ids_for(batch.attention_mask)).logits
     lp = batch.prompt_width
-    logp = (logits[:, lp - 1 : -1].float() / 0.7).log_softmax(-1).gather(-1, batch.input_ids[:, lp:, None]).squeeze(-1)
+    logp = (logits[:, lp - 1 : -1] / temperature).log_softmax(-1).gather(-1, batch.input_ids[:, lp:, None]).squeeze(-1)
     want = logp * batch.completion_mask
     (want * weights).sum().backward()
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert got.dtype == torch.float32
+    assert bool((got[batch.completion_mask == 0] == 0).all())
+    # one float32 rounding of a float64 value (the two float64 values may round to neighbours)
+    torch.testing.assert_close(got, want.float(), rtol=2**-23, atol=1e-12)
     for a, p in zip(got_grads, model.parameters()):
-        torch.testing.assert_close(a, p.grad, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(a, p.grad, rtol=1e-10, atol=1e-12)
 
 
 def test_token_microbatches_pack_rows_by_padded_tokens():
