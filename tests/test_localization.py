@@ -332,3 +332,42 @@ def test_decide_localize_reports_dose_slices_and_relearning_and_resumes(tmp_path
     assert calls == []
     with pytest.raises(UserError, match="relearn-steps"):
         run_decision("tiny", ["none"], [0], str(root), overrides, localize=True, relearn_steps=0)
+
+
+def test_router_dynamics_takes_window_means_per_run_then_seed_means(tmp_path):
+    from evilmoe.decide import decision_markdown, router_dynamics, summarise_decision
+
+    def write_run(arm, seed, rows):
+        run = tmp_path / arm / f"seed_{seed}"
+        run.mkdir(parents=True)
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return run
+
+    def rows(offset, steps=30):
+        # a header row (step -1), then per step: w on live hacks rising with the step, a live hack
+        # only from step 5 (before that w_live_hacked is None and is left out of the mean)
+        out = [{"step": -1, "initial_v_act_separation": 0.5}]
+        for s in range(steps):
+            out.append({"step": s, "policy_hack_rate": 0.1 * (s >= 5), "w_live_hacked": (s / 100 + offset) if s >= 5 else None,
+                        "w_live_clean": 0.2, "w_auroc": 0.9, "pin_acc": 1.0, "quarantine_update_share": 0.5 + offset})
+        return out
+
+    dirs = {"moe": {0: write_run("moe", 0, rows(0.0)), 1: write_run("moe", 1, rows(0.1))},
+            # an arm without a router logs none of its keys: left out
+            "none": {0: write_run("none", 0, [{"step": s, "policy_hack_rate": 0.3, "pin_acc": None} for s in range(30)])}}
+    got = router_dynamics(dirs)
+    assert set(got) == {"moe"} and list(got["moe"]) == ["0-9", "10-19", "20-29"]
+    first = got["moe"]["0-9"]
+    # steps 5-9 only: mean of 0.05..0.09 = 0.07, plus each seed's offset
+    assert first["w_live_hacked"]["per_seed"] == pytest.approx([0.07, 0.17])
+    assert first["w_live_hacked"]["mean"] == pytest.approx(0.12)
+    assert first["policy_hack_rate"]["per_seed"] == pytest.approx([0.05, 0.05])
+    assert got["moe"]["20-29"]["w_live_hacked"]["per_seed"] == pytest.approx([0.245, 0.345])
+    assert got["moe"]["10-19"]["quarantine_update_share"]["mean"] == pytest.approx(0.55)
+    lo, hi = first["w_live_hacked"]["ci95"]
+    assert lo < 0.12 < hi
+    assert router_dynamics({"none": dirs["none"]}) == {}
+    # and it is part of the decision's markdown
+    results = {"moe": {0: {"sets": {}}, 1: {"sets": {}}}}
+    text = decision_markdown(summarise_decision(results, {"moe": dirs["moe"]}), "t", [0, 1])
+    assert "## Router dynamics" in text and "| moe | 20-29 | 2 | 0.100" in text

@@ -24,7 +24,8 @@ from evilmoe import distributed as ddp
 from evilmoe.config import make_config
 from evilmoe.errors import UserError
 from evilmoe.evaluate import causal_line
-from evilmoe.runs import atomic_write_json, atomic_write_text
+from evilmoe.routing import mean_or_none
+from evilmoe.runs import RunDir, atomic_write_json, atomic_write_text
 
 # two-sided 95% t quantiles for small numbers of seeds (df = n - 1)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -173,13 +174,76 @@ def summarise_decision(results: dict[str, dict[int, dict[str, Any]]], run_dirs: 
     from evilmoe.localization import localization_summary
 
     starts = {arm: {seed: _read_start(run) for seed, run in by_seed.items()} for arm, by_seed in run_dirs.items()}
-    return {"table": comparison_table(results), "selectivity": selectivity_table(results, starts), "localization": localization_summary(run_dirs)}
+    return {
+        "table": comparison_table(results),
+        "selectivity": selectivity_table(results, starts),
+        "localization": localization_summary(run_dirs),
+        "router": router_dynamics(run_dirs),
+    }
+
+
+# What a router arm's training looked like, per window of steps: is w high on the policy's own hacks
+# and low on its clean rollouts (AUROC), does the pin hold, how much of the update the expert takes.
+ROUTER_KEYS = ("policy_hack_rate", "w_live_hacked", "w_live_clean", "w_auroc", "pin_acc", "quarantine_update_share")
+
+
+def router_dynamics(run_dirs: dict[str, dict[int, Path]], window: int = 10) -> dict[str, Any]:
+    """Per arm with a learned router (its runs log `pin_acc`): each of ROUTER_KEYS averaged over the
+    first, the middle and the last `window` logged steps of each run, then over seeds with a
+    t-interval. {} where no arm has a router."""
+    out: dict[str, Any] = {}
+    for arm, by_seed in run_dirs.items():
+        per_seed: list[dict[str, dict[str, float | None]]] = []
+        for run in by_seed.values():
+            rows = [r for r in RunDir(run).read_metrics() if r.get("step", -1) >= 0]
+            if not any(r.get("pin_acc") is not None for r in rows):
+                continue
+            last = max(r["step"] for r in rows) + 1
+            middle = max(0, last // 2 - window // 2)
+            spans = {f"{a}-{b - 1}": (a, b) for a, b in ((0, window), (middle, middle + window), (max(0, last - window), last))}
+            per_seed.append({
+                label: {key: mean_or_none([r[key] for r in rows if a <= r["step"] < b and r.get(key) is not None]) for key in ROUTER_KEYS}
+                for label, (a, b) in spans.items()
+            })
+        if not per_seed:
+            continue
+        # windows are labelled by their steps: seeds of one arm share them when they trained equally long
+        labels = list(dict.fromkeys(label for seed in per_seed for label in seed))
+        out[arm] = {
+            label: {
+                key: seed_interval([v for seed in per_seed if (v := seed.get(label, {}).get(key)) is not None], bounds=(0.0, 1.0))
+                for key in ROUTER_KEYS
+            }
+            for label in labels
+        }
+    return out
+
+
+def render_router_markdown(router: dict[str, Any]) -> str:
+    lines = [
+        "## Router dynamics",
+        "",
+        "Per window of training steps, seed means with t-intervals: the policy's own hack rate, the router's w on",
+        "its own hacked and clean rollouts (teacher demonstrations left out), w's AUROC as a hack detector (all",
+        "rollouts), the pin's accuracy, and the hack expert's share of the update (squared gradient norm).",
+        "",
+        "| arm | steps | seeds | live hack rate | w live hacks | w live clean | w AUROC | pin acc | quarantine share |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for arm, windows in router.items():
+        for label, stats in windows.items():
+            cells = [_cell(stats[key]) if stats[key]["mean"] is not None else "-" for key in ROUTER_KEYS]
+            n = max(len(stats[key]["per_seed"]) for key in ROUTER_KEYS)
+            lines.append(f"| {arm} | {label} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def decision_markdown(decision: dict[str, Any], title: str, seeds: list[int]) -> str:
     from evilmoe.localization import render_localization_markdown
 
     text = render_markdown(decision["table"], title, seeds, decision["selectivity"])
+    if decision.get("router"):
+        text += "\n" + render_router_markdown(decision["router"])
     return text + ("\n" + render_localization_markdown(decision["localization"]) if decision["localization"] else "")
 
 
