@@ -10,8 +10,10 @@
 # `--state` also packs each run's last checkpoint (checkpoints/LATEST and the state.pt it names: what
 # eval, localize, relearn, export and a resume read) into $OUT/NAME-state.tar.gz, for the runs whose
 # path under RUNS_ROOT matches RUN_REGEX (all by default). Unpacked beside NAME.tar.gz it makes run
-# dirs those commands can finish elsewhere. A checkpoint is tens of MB for the default model (see
-# the size it prints): pick the runs with RUN_REGEX so that a call's files stay under what comes back.
+# dirs those commands can finish elsewhere. Mind the size it prints: for the default model at rank 8
+# a finished run's last checkpoint is ~75 MiB (~113 MiB mid-run, with the optimizer), more than the
+# ~64 MiB one call brings back; with the tiny model or a small rank pick runs with RUN_REGEX so that
+# a call's files stay under that.
 # A runs file's line is `NAME FLAGS... [:: FOLLOW-UP; FOLLOW-UP...]`: `evilmoe train --out ROOT/NAME
 # FLAGS`, then each follow-up as `evilmoe SUBCOMMAND ROOT/NAME ITS-FLAGS` once training ended well
 # (e.g. `:: localize --sets heldout,skill; relearn --steps 20`): the analyses that need the run's
