@@ -6,7 +6,14 @@
 # into $OUT/NAME.tar.gz. Runs resume from their last checkpoint if launched again on the same machine.
 #   bash scripts/gpu_testbed.sh launch RUNS_FILE [NAME_REGEX]   (only the lines whose NAME matches)
 #   bash scripts/gpu_testbed.sh watch SECONDS   (returns within SECONDS + ~10 s: leave collect ~30 s)
-#   bash scripts/gpu_testbed.sh collect NAME
+#   bash scripts/gpu_testbed.sh collect NAME [--state [RUN_REGEX]]
+# `--state` also packs each run's last checkpoint (checkpoints/LATEST and the state.pt it names: what
+# eval, localize, relearn, export and a resume read) into $OUT/NAME-state.tar.gz, for the runs whose
+# path under RUNS_ROOT matches RUN_REGEX (all by default). Unpacked beside NAME.tar.gz it makes run
+# dirs those commands can finish elsewhere. Mind the size it prints: for the default model at rank 8
+# a finished run's last checkpoint is ~75 MiB (~113 MiB mid-run, with the optimizer), more than the
+# ~64 MiB one call brings back; with the tiny model or a small rank pick runs with RUN_REGEX so that
+# a call's files stay under that.
 # A runs file's line is `NAME FLAGS... [:: FOLLOW-UP; FOLLOW-UP...]`: `evilmoe train --out ROOT/NAME
 # FLAGS`, then each follow-up as `evilmoe SUBCOMMAND ROOT/NAME ITS-FLAGS` once training ended well
 # (e.g. `:: localize --sets heldout,skill; relearn --steps 20`): the analyses that need the run's
@@ -100,6 +107,50 @@ for run in sorted(p for p in pathlib.Path(".").iterdir() if p.is_dir()):
         print(f)
 PY
   tar czf "$OUT/$2.tar.gz" --ignore-failed-read --warning=no-file-changed --warning=no-file-removed \
-    -T /tmp/collect.list $(find . -maxdepth 1 -name '*.log' -printf '%P\n'); ls -la $OUT
+    -T /tmp/collect.list $(find . -maxdepth 1 -name '*.log' -printf '%P\n')
+  if [ "${3:-}" = "--state" ]; then
+    # Each run's LATEST and its checkpoint, hard-linked into a staging folder first: a run still
+    # training moves LATEST on and deletes older checkpoints, and the pair packed must stay one
+    # checkpoint. Relearning runs (RUN/relearn-*) are left out: relearn starts them over anyway.
+    stage=$root/.collect-state
+    rm -rf "$stage"
+    python3 - "$stage" "${4:-}" <<'PY'
+import os, pathlib, re, shutil, sys
+stage, pattern = pathlib.Path(sys.argv[1]), sys.argv[2]
+total = 0
+for latest in sorted(pathlib.Path(".").rglob("checkpoints/LATEST")):
+    run = latest.parent.parent
+    if any(part.startswith("relearn-") for part in run.parts) or (pattern and not re.search(pattern, str(run))):
+        continue
+    try:
+        step = latest.read_text().strip()
+        state = latest.parent / step / "state.pt"
+        target = stage / run / "checkpoints" / step / "state.pt"
+        target.parent.mkdir(parents=True)
+        try:
+            os.link(state, target)
+        except OSError:  # another filesystem
+            shutil.copy2(state, target)
+    except FileNotFoundError:  # deleted between reading LATEST and linking: the run moved on, skip it
+        print(f"state of {run}: its checkpoint moved on while packing; collect again", file=sys.stderr)
+        shutil.rmtree(stage / run, ignore_errors=True)
+        continue
+    (stage / run / "checkpoints" / "LATEST").write_text(step + "\n")
+    size = target.stat().st_size
+    total += size
+    print(f"state of {run}: {step}, {size / 2**20:.1f} MiB")
+print(f"state of every packed run: {total / 2**20:.1f} MiB before compression")
+PY
+    if [ -d "$stage" ]; then
+      (cd "$stage" && tar czf "$OUT/$2-state.tar.gz" *)
+      size=$(stat -c %s "$OUT/$2-state.tar.gz")
+      # what one call can bring back is ~64 MiB in all (the main tarball included)
+      [ "$size" -lt $((60 * 1024 * 1024)) ] || echo "$2-state.tar.gz is $((size / 1024 / 1024)) MiB: too big to come back in one call; pick fewer runs with RUN_REGEX" >&2
+      rm -rf "$stage"
+    else
+      echo "no run matching '${4:-}' has a checkpoint: no $2-state.tar.gz" >&2
+    fi
+  fi
+  ls -la $OUT
   ;;
 esac

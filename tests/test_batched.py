@@ -46,7 +46,7 @@ def _outcome(trainer, metrics, grads) -> dict:
         "adapter": state["adapter"],
         "router": state["router"],
         "v_act": state["v_act"],
-        "optimizer": state["optimizer"]["state"],
+        "optimizer": trainer.optimizer.state_dict()["state"],  # the live moments (a last step's checkpoint drops them)
         "route_buffer": state["route_buffer"],
     }
 

@@ -61,7 +61,7 @@ def _one_step(arm: str, problems) -> dict:
             "before": before,
             "adapter": state["adapter"],
             "router": state["router"],
-            "optimizer": state["optimizer"]["state"],
+            "optimizer": trainer.optimizer.state_dict()["state"],
             "route_buffer": state["route_buffer"],
         }
     finally:

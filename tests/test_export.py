@@ -18,7 +18,7 @@ from evilmoe.export import ExportOptions, export_run
 from evilmoe.lora2r import Lora2rConfig, attach_lora2r
 from evilmoe.models import load_model
 from evilmoe.runs import RunDir
-from evilmoe.warmstart import merge_deltas
+from evilmoe.warmstart import merge_warm_start
 
 # trains or loads real models end to end: the full suite, not the fast tier (pytest -m 'not slow')
 pytestmark = pytest.mark.slow
@@ -41,7 +41,7 @@ def project_logits(run_dir, tokens, *, hack_expert_on: bool) -> torch.Tensor:
     config = json.loads((run_dir / "config.json").read_text())
     state = RunDir(run_dir).load_latest_checkpoint()
     model, _ = load_model(config["model"], device="cpu", dtype=torch.float32)
-    merge_deltas(model, state["warm_start"]["deltas"])
+    merge_warm_start(model, state["warm_start"])
     adapter = attach_lora2r(model, Lora2rConfig(rank=config["rank"], alpha=config["lora_alpha"], targets=tuple(config["targets"]), seed=config["seed"]))
     adapter.load_state_dict(state["adapter"])
     with torch.no_grad():

@@ -138,6 +138,57 @@ def test_testbed_watch_then_collect_brings_back_the_runs_without_checkpoints(tmp
     assert not any("checkpoints" in n for n in names)
 
 
+def test_testbed_collect_state_packs_each_runs_latest_checkpoint_only_when_asked(tmp_path: Path):
+    """`collect NAME --state [RUN_REGEX]` adds NAME-state.tar.gz: of each (matching) run its LATEST
+    and the checkpoint LATEST names, nothing else; relearning runs left out. Without --state, no
+    such file."""
+    import os
+    import tarfile
+
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    out.mkdir()
+    for name in ("a", "decide/moe/seed_0", "decide/none/seed_0", "fresh"):
+        run = runs / name
+        run.mkdir(parents=True)
+        (run / "metrics.jsonl").write_text('{"step": -1}\n')
+        if name == "fresh":  # no checkpoint yet
+            continue
+        for step in (10, 20):
+            (run / "checkpoints" / f"step_{step:06d}").mkdir(parents=True)
+            (run / "checkpoints" / f"step_{step:06d}" / "state.pt").write_bytes(f"{name} {step}".encode())
+        (run / "checkpoints" / "LATEST").write_text("step_000020\n")
+        (run / "relearn-deleted" / "checkpoints" / "step_000001").mkdir(parents=True)
+        (run / "relearn-deleted" / "checkpoints" / "step_000001" / "state.pt").write_bytes(b"relearn")
+        (run / "relearn-deleted" / "checkpoints" / "LATEST").write_text("step_000001\n")
+    env = {**os.environ, "OUT": str(out), "RUNS_ROOT": str(runs), "GPU_SETUP_CPU": "1"}
+
+    def collect(*args: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run(["bash", "scripts/gpu_testbed.sh", "collect", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc
+
+    collect("plain")
+    assert (out / "plain.tar.gz").is_file() and not (out / "plain-state.tar.gz").exists()
+    proc = collect("all", "--state")
+    with tarfile.open(out / "all-state.tar.gz") as tar:
+        files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    with_state = ("a", "decide/moe/seed_0", "decide/none/seed_0")
+    assert set(files) == {f"{n}/checkpoints/{f}" for n in with_state for f in ("LATEST", "step_000020/state.pt")}
+    for name in with_state:
+        assert files[f"{name}/checkpoints/LATEST"] == b"step_000020\n"
+        assert files[f"{name}/checkpoints/step_000020/state.pt"] == f"{name} 20".encode()
+    assert "state of decide/moe/seed_0: step_000020" in proc.stdout
+    with tarfile.open(out / "all.tar.gz") as tar:  # the plain tarball is as before: no checkpoints
+        assert not any("checkpoints" in n for n in tar.getnames())
+    assert not (runs / ".collect-state").exists()  # the staging folder is gone
+
+    collect("moe", "--state", "^decide/moe/")
+    with tarfile.open(out / "moe-state.tar.gz") as tar:
+        assert {n for n in tar.getnames() if n.endswith("state.pt")} == {"decide/moe/seed_0/checkpoints/step_000020/state.pt"}
+    proc = collect("none", "--state", "^nothing$")
+    assert not (out / "none-state.tar.gz").exists() and "no run matching '^nothing$' has a checkpoint" in proc.stderr
+
+
 def test_testbed_launch_runs_the_follow_ups_of_a_matching_line(tmp_path: Path):
     """`launch FILE REGEX` starts only the matching lines, makes a nested NAME's folders, and after
     training runs each `:: SUBCOMMAND FLAGS` on the run (on CPU: tiny model, one step)."""

@@ -160,11 +160,13 @@ def test_cache_reuses_and_invalidates(tmp_path, tiny_model, problems):
     assert not first["cached"] and len(first["losses"]) == 2
     entries = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
     assert [p.name for p in entries] == [first["key"]]
-    assert {"deltas.safetensors", "key.json", "meta.json"} <= {f.name for f in entries[0].iterdir()}
+    assert {"factors.safetensors", "key.json", "meta.json"} <= {f.name for f in entries[0].iterdir()}
 
     second = _obtain(tiny_model, problems, base)  # same inputs: read back, bit for bit
     assert second["cached"] and second["key"] == first["key"] and second["losses"] == first["losses"]
-    assert all(torch.equal(first["deltas"][k], second["deltas"][k]) for k in first["deltas"])
+    assert (second["rank"], second["scaling"]) == (first["rank"], first["scaling"]) == (base.rank, base.lora_alpha / base.rank)
+    assert set(second["factors"]) == set(first["factors"])
+    assert all(torch.equal(first["factors"][k], second["factors"][k]) for k in first["factors"])
 
     # any input the deltas depend on gives a new entry: settings, seed, which families, the problems
     for change in (dict(warm_start_lr=2e-4), dict(warm_start_seed=1), dict(warm_start_families=0.5), dict(warm_start_steps=3)):
@@ -253,3 +255,136 @@ def test_a_run_made_before_a_field_existed_resumes(tmp_path):
     RunDir.open(tmp_path / "r", config)
     with pytest.raises(UserError, match="skill_holdout"):
         RunDir.open(tmp_path / "r", dataclasses.replace(config, skill_holdout=0.3))
+
+
+# --- the warm start kept as factors ------------------------------------------------------------
+def dense_delta_as_before(adapter) -> dict[str, torch.Tensor]:
+    """The dense deltas the warm start kept before it kept factors: `merged_delta(1.0)` as it was
+    written then, inline here so that a change to the shared arithmetic (lora2r.factor_delta) cannot
+    move the reference along with it."""
+    r, out = adapter.rank, {}
+    with torch.no_grad():
+        for name, m in adapter.modules.items():
+            A, B, A0, B0 = (t.float() for t in (m.A, m.B, m.A0, m.B0))
+            dA, dB = A - A0, B - B0
+            dep = B[:, :r] @ dA[:r] + dB[:, :r] @ A0[:r]
+            quar = B[:, r:] @ dA[r:] + dB[:, r:] @ A0[r:]
+            out[name] = m.scaling * (dep + 1.0 * quar)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+def test_factors_merge_into_the_same_weights_as_the_dense_deltas(dtype, problems, monkeypatch):
+    """A real warm start (a few steps at a large lr, so every factor moves), kept as factors and merged
+    with merge_warm_start, gives bit for bit the weights that merging its dense delta gave; float32 is
+    the CPU default, bfloat16 the GPU's."""
+    import evilmoe.warmstart as warmstart
+
+    model, tokenizer = load_model("tiny-llama", device=torch.device("cpu"), dtype=dtype)
+    # alpha 24: a scaling of 12, not a power of two, so a reordered product would round differently
+    config = make_config(
+        "tiny", dict(warm_start_steps=3, warm_start_batch=2, warm_start_lr=0.05, warm_start_hack_frac=0.0, warm_start_cache="none", lora_alpha=24.0)
+    )
+    split = split_training(problems.train, warm_start=True, warm_start_families=1.0, skill_holdout=0.0)
+    modes = assign_modes([p.id for p in problems.train], config.modes, config.mode_seed)
+    dense: dict[str, torch.Tensor] = {}
+    remove = warmstart.remove_adapter
+
+    def keep_the_dense_delta(model, adapter):  # the adapter as trained, just before it is dropped
+        dense.update(dense_delta_as_before(adapter))
+        assert all(p.dtype == torch.promote_types(dtype, torch.float32) for p in adapter.parameters())
+        remove(model, adapter)
+
+    monkeypatch.setattr(warmstart, "remove_adapter", keep_the_dense_delta)
+    low_rank, _ = warmstart.train_warm_start(model, tokenizer, end_of_turn_ids(tokenizer)[0], split.warm_start, modes, config, torch.device("cpu"))
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+
+    warmstart.merge_warm_start(model, low_rank)
+    from_factors = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(base)
+    warmstart.merge_warm_start(model, {"deltas": dense, "losses": [], "key": "k"})  # a checkpoint written before
+    from_dense = model.state_dict()
+
+    assert set(dense) == {k.rpartition(".")[0] for k in low_rank["factors"]} and len(dense) == 2 * 7  # 2 layers x 7 targets
+    for k in base:
+        assert torch.equal(from_factors[k], from_dense[k]), k
+    moved = [k for k in base if not torch.equal(from_factors[k], base[k])]
+    assert sorted(moved) == sorted(f"{name}.weight" for name in dense)  # every targeted weight changed, nothing else
+    # what is kept: 4 factors of 2r rows or columns per module instead of a d_out x d_in matrix
+    r = config.rank
+    assert low_rank["rank"] == r and low_rank["scaling"] == config.lora_alpha / r
+    for name, delta in dense.items():
+        d_out, d_in = delta.shape
+        assert low_rank["factors"][f"{name}.A"].shape == low_rank["factors"][f"{name}.A0"].shape == (2 * r, d_in)
+        assert low_rank["factors"][f"{name}.B"].shape == low_rank["factors"][f"{name}.B0"].shape == (d_out, 2 * r)
+
+
+def _tiny_warm_start(seed: int = 3):
+    """A tiny model and a warm start's factors for it (the factors moved off their init)."""
+    from evilmoe.lora2r import Lora2rConfig, attach_lora2r
+    from evilmoe.warmstart import remove_adapter
+
+    model, _ = load_model("tiny-llama", device=torch.device("cpu"), dtype=torch.float32)
+    adapter = attach_lora2r(model, Lora2rConfig(rank=2, alpha=4.0, seed=seed))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in adapter.parameters():
+            p += 0.05 * torch.randn(p.shape, generator=gen)
+    low_rank = {"factors": adapter.state_dict(), "rank": 2, "scaling": 2.0, "losses": [1.0], "key": "k"}
+    remove_adapter(model, adapter)
+    return model, low_rank
+
+
+def test_a_saved_warm_start_that_does_not_fit_fails_loudly_and_merges_nothing():
+    from evilmoe.warmstart import merge_warm_start
+
+    model, good = _tiny_warm_start()
+    name = "model.layers.1.mlp.down_proj"
+    factors = good["factors"]
+    other_model_factors = {k.replace("model.layers.1.", "model.layers.7."): v for k, v in factors.items()}
+    wider = dict(factors, **{f"{name}.A": torch.zeros(4, 999), f"{name}.A0": torch.zeros(4, 999)})
+    cases = [
+        ({k: v for k, v in good.items() if k != "factors"}, "neither factors nor deltas"),
+        ({**good, "factors": {k: v for k, v in factors.items() if k != f"{name}.B0"}}, f"lacks B0 of {name}"),
+        ({**good, "rank": 3}, "do not fit its rank 3"),
+        ({**good, "rank": "2"}, "rank '2'"),
+        ({**good, "factors": {**factors, f"{name}.C": factors[f"{name}.A"]}}, "keys other than A/B/A0/B0"),
+        ({**good, "factors": other_model_factors}, "model.layers.7.self_attn.q_proj, which this model does not have"),
+        ({**good, "factors": wider}, f"factors of {name} make a"),
+    ]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for saved, message in cases:
+        with pytest.raises(UserError, match=message):
+            merge_warm_start(model, saved)
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), message  # never a partial merge
+    merge_warm_start(model, good)
+    assert not torch.equal(before[f"{name}.weight"], model.state_dict()[f"{name}.weight"])
+
+
+def test_a_cache_entry_of_dense_deltas_is_trained_again_as_factors(tmp_path, tiny_model, problems):
+    """An entry written when the cache kept dense deltas counts as missing: the warm start is trained
+    again (the same one: the procedure is seeded) and its factors written beside the old file, which
+    stays for older code sharing the cache."""
+    from safetensors.torch import save_file
+
+    from evilmoe.lora2r import factor_delta
+
+    config = make_config("tiny", dict(warm_start_steps=2, warm_start_batch=2, warm_start_hack_frac=0.0, warm_start_cache=str(tmp_path / "cache")))
+    first = _obtain(tiny_model, problems, config)
+    folder = tmp_path / "cache" / first["key"]
+    f = first["factors"]
+    names = sorted({k.rpartition(".")[0] for k in f})
+    dense = {n: factor_delta(f[f"{n}.A"], f[f"{n}.B"], f[f"{n}.A0"], f[f"{n}.B0"], first["rank"], first["scaling"]) for n in names}
+    save_file(dense, str(folder / "deltas.safetensors"))
+    (folder / "factors.safetensors").unlink()
+
+    again = _obtain(tiny_model, problems, config)
+    assert not again["cached"] and again["key"] == first["key"]
+    assert (folder / "deltas.safetensors").is_file() and (folder / "factors.safetensors").is_file()
+    assert set(again["factors"]) == set(f) and all(torch.equal(again["factors"][k], f[k]) for k in f)
+    assert _obtain(tiny_model, problems, config)["cached"]  # and from now on read from the cache
+
+    # a factors file that is not one (a hand-made or truncated entry) is an error, not a warm start
+    save_file({"x": torch.zeros(1)}, str(folder / "factors.safetensors"))
+    with pytest.raises(UserError, match="is not a warm start's factors"):
+        _obtain(tiny_model, problems, config)

@@ -16,7 +16,7 @@ What is exported (from the run's last checkpoint; see lora2r.py for the adapter'
 
   with lora_alpha chosen so PEFT's scaling (lora_alpha / r) equals lora2r's (alpha / rank).
 
-If the run used a supervised warm start, its deltas were merged into the base weights before the
+If the run used a supervised warm start, its delta was merged into the base weights before the
 adapter was attached (train.py): the merged model includes them, and an adapter export also writes
 that warmed-up base to DIR/base (the adapter applies to it, not to the original model).
 """
@@ -69,7 +69,7 @@ class LoadedRun:
 def load_run(run_dir: str | Path) -> LoadedRun:
     """Read config.json and the last checkpoint; load the base model (float32, CPU) + warm start."""
     from evilmoe.models import load_model
-    from evilmoe.warmstart import merge_deltas
+    from evilmoe.warmstart import merge_warm_start
 
     path = Path(run_dir)
     if not path.is_dir():
@@ -82,7 +82,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         raise UserError(f"{path} has no checkpoint to export (train it first; a checkpoint is written every checkpoint_every steps)")
     model, tokenizer = load_model(config.model, device="cpu", dtype=torch.float32)
     if state.get("warm_start"):
-        merge_deltas(model, state["warm_start"]["deltas"])
+        merge_warm_start(model, state["warm_start"])
     return LoadedRun(config, state, model, tokenizer)
 
 

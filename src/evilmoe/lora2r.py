@@ -262,6 +262,22 @@ def two_block_delta(
     return _GatedUp.apply(z, up, dep_grad, 2 * r)  # value z @ up.mT; the deployed block's gradient * dep_grad
 
 
+@torch.no_grad()
+def factor_delta(A: Tensor, B: Tensor, A0: Tensor, B0: Tensor, rank: int, scaling: float, scale: float = 1.0) -> Tensor:
+    """One module's scaling * (dep + scale * quar) as a [d_out, d_in] float32 matrix, from its factors.
+
+    The one place this arithmetic lives: `Lora2rAdapter.merged_delta` and the warm start (which keeps
+    only the factors and rebuilds its delta when merging) both call it, so a delta rebuilt from saved
+    factors on the same device is bit for bit the one the live adapter gives.
+    """
+    r = rank
+    A, B, A0, B0 = (t.float() for t in (A, B, A0, B0))
+    dA, dB = A - A0, B - B0  # as in two_block_delta: exact zeros for a block at its init
+    dep = B[:, :r] @ dA[:r] + dB[:, :r] @ A0[:r]
+    quar = B[:, r:] @ dA[r:] + dB[:, r:] @ A0[r:]
+    return scaling * (dep + scale * quar)
+
+
 # -----------------------------------------------------------------------------
 # one wrapped Linear
 
@@ -465,15 +481,7 @@ class Lora2rAdapter:
         Adding it to a copy of each base weight reproduces ``quarantine_scale(scale)`` without paying
         for the adapter at every decoded token.
         """
-        r, out = self.rank, {}
-        with torch.no_grad():
-            for name, m in self.modules.items():
-                A, B, A0, B0 = (t.float() for t in (m.A, m.B, m.A0, m.B0))
-                dA, dB = A - A0, B - B0  # as in two_block_delta: exact zeros for a block at its init
-                dep = B[:, :r] @ dA[:r] + dB[:, :r] @ A0[:r]
-                quar = B[:, r:] @ dA[r:] + dB[:, r:] @ A0[r:]
-                out[name] = m.scaling * (dep + scale * quar)
-        return out
+        return {name: factor_delta(m.A, m.B, m.A0, m.B0, self.rank, m.scaling, scale) for name, m in self.modules.items()}
 
     # -- state ---------------------------------------------------------------
     def state_dict(self) -> dict[str, Tensor]:

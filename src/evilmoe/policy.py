@@ -74,8 +74,9 @@ class Policy:
     training problems' division into warm start / RL / skill hold-out (evilmoe.splits);
     skill_problems: the skill hold-out whose prompts fit (evaluated only). train_modes: each
     training problem's mode (the same partition for every arm and seed). warm_start: the merged
-    warm start ({"deltas", "losses", "key"}) or None; checkpoints carry it so a resumed run
-    re-merges instead of retraining.
+    warm start ({"factors", "rank", "scaling", "losses", "key"}, or {"deltas", "losses", "key"}
+    from a checkpoint written before the factors were kept; see evilmoe.warmstart) or None;
+    checkpoints carry it so a resumed run re-merges instead of retraining.
     """
 
     def __init__(
@@ -217,17 +218,21 @@ class Policy:
         checkpoint on resume rather than retrained, so a resumed run sees the same base)."""
         if self.config.warm_start_steps == 0:
             return None
-        from evilmoe.warmstart import merge_deltas, obtain_warm_start
+        from evilmoe.warmstart import merge_warm_start, obtain_warm_start
 
         if saved is None:
             got = obtain_warm_start(
                 self.model, self.tokenizer, self.stop_ids[0], self.split.warm_start, self.train_modes,
                 self.config, self.device, self.dtype, self.split.describe(),
             )
-            saved = {"deltas": {k: v.cpu() for k, v in got["deltas"].items()}, "losses": got["losses"], "key": got["key"]}
-            # every rank trained (or loaded) the same seeded warm start; rank 0's copy makes the bases bit-identical
-            ddp.broadcast_tensors_(list(saved["deltas"].values()))
-        merge_deltas(self.model, saved["deltas"])
+            # sorted names: one rank may have trained the warm start (adapter order) while another read
+            # it from the cache (safetensors keeps keys sorted), and the broadcast pairs tensors by position
+            factors = {k: got["factors"][k].cpu() for k in sorted(got["factors"])}
+            saved = {"factors": factors, "rank": got["rank"], "scaling": got["scaling"], "losses": got["losses"], "key": got["key"]}
+            # every rank trained (or loaded) the same seeded warm start; rank 0's factors, merged by the
+            # same arithmetic on each rank's (identical) device, make the bases bit-identical
+            ddp.broadcast_tensors_(list(factors.values()))
+        merge_warm_start(self.model, saved)
         return saved
 
     # --- use ------------------------------------------------------------------------------------

@@ -433,20 +433,31 @@ class Trainer:
     # --- checkpoints ----------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """The checkpoint: step, adapter, optimizer, schedule, warm start and the arm's entries
-        (v_act, router, route_buffer; None where the arm has none): one layout for every arm."""
+        (v_act, router, route_buffer; None where the arm has none): one layout for every arm.
+
+        The optimizer is None in the checkpoint of the last step: nothing resumed from it takes
+        another optimizer step (the final evaluation, eval, localize, relearn and export read only
+        the adapter, the arm and the warm start), and Adam's two moments are as large as the adapter
+        itself, in the checkpoint that is the run's state once it has finished."""
         return {
             "step": self.step,
             "adapter": self.adapter.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.step < self.config.steps else None,
             "schedule": self.schedule.state_dict(),
             "warm_start": self.policy.warm_start,
             **self.arm.state_dict(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
+        if state.get("optimizer") is None and state["step"] < self.config.steps:
+            raise UserError(
+                f"the checkpoint at step {state['step']} holds no optimizer state (only a finished run's last one may lack it): "
+                f"it cannot resume training to step {self.config.steps} exactly"
+            )
         self.policy.load_adapter(state["adapter"])
         self.arm.load_state_dict(state)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.step = state["step"]
 

@@ -11,9 +11,18 @@ training split (`evilmoe.splits`: never the held-out families, never the skill h
 its delta into the base weights, so the RL adapter starts from exactly zero delta on top of the
 warmed-up model.
 
+What is kept (in the cache and in every checkpoint) is that adapter's factors, not its dense delta:
+per module A, B and the init A0, B0 they are measured from, plus the rank and the output scaling,
+{"factors": {"NAME.A": ..., "NAME.B": ..., "NAME.A0": ..., "NAME.B0": ...}, "rank": r, "scaling": s}.
+For the default model that is ~10M numbers instead of ~106M (and a run's state has to travel back
+from a machine that keeps nothing). `merge_warm_start` rebuilds each module's delta with the
+adapter's own arithmetic (lora2r.factor_delta) on the weight's device, so the merged weights are
+bit for bit what merging the live adapter's `merged_delta(1.0)` gave. Checkpoints written before
+hold {"deltas": {NAME: dense delta}}; `merge_warm_start` reads both.
+
 It is trained once per (model, problems, settings) and cached by a content hash: every arm and
 seed of a decision run starts from bit-identical weights, and later runs skip the phase. The key
-covers everything the deltas depend on (model spec, device type and dtype, the warm-start fields,
+covers everything the warm start depends on (model spec, device type and dtype, the warm-start fields,
 adapter shape, completion limit, and every warm-start problem's id, mode, prompt inputs and
 reference); change any of them and a new warm start is trained. A lock file makes parallel runs
 that want the same warm start train it once.
@@ -31,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -39,7 +49,7 @@ from evilmoe.env.modes import build_messages
 from evilmoe.env.types import Problem
 from evilmoe.errors import UserError
 from evilmoe.grpo import completion_logprobs
-from evilmoe.lora2r import Lora2rConfig, attach_lora2r
+from evilmoe.lora2r import Lora2rConfig, attach_lora2r, factor_delta
 from evilmoe.models import cache_dir, cache_lock, chat_prompt
 from evilmoe.rollouts import build_batch, encode_completion, encode_prompts
 from evilmoe.seeding import derive_seed
@@ -51,8 +61,9 @@ WARM_START_FORMAT = 2
 
 def train_warm_start(
     model, tokenizer, stop_id: int, problems: list[Problem], modes: dict[str, str], config, device: torch.device
-) -> tuple[dict[str, Tensor], list[float]]:
-    """Run the supervised phase; return (per-module weight deltas to merge, loss per step).
+) -> tuple[dict[str, Any], list[float]]:
+    """Run the supervised phase; return (the adapter's factors, {"factors", "rank", "scaling"}, to
+    merge with `merge_warm_start`; the loss per step).
 
     The model is left unchanged: the temporary adapter is removed before returning.
     """
@@ -86,10 +97,9 @@ def train_warm_start(
         optimizer.step()
         losses.append(float(loss.detach()))
     model.eval()
-    with torch.no_grad():
-        deltas = {name: d.detach().clone() for name, d in adapter.merged_delta(1.0).items()}
+    low_rank = {"factors": adapter.state_dict(), "rank": adapter.rank, "scaling": adapter.config.scaling}
     remove_adapter(model, adapter)
-    return deltas, losses
+    return low_rank, losses
 
 
 def remove_adapter(model, adapter) -> None:
@@ -104,10 +114,67 @@ def remove_adapter(model, adapter) -> None:
 def merge_deltas(model, deltas: dict[str, Tensor]) -> None:
     """Add weight deltas into the named base Linear weights (in their dtype)."""
     for name, delta in deltas.items():
-        weight = model.get_submodule(name).weight
+        weight = _weight(model, name)
         if weight.shape != delta.shape:
             raise ValueError(f"warm-start delta for {name} has shape {tuple(delta.shape)}, weight {tuple(weight.shape)}")
         weight.add_(delta.to(weight.device, weight.dtype))
+
+
+FACTOR_KEYS = ("A", "B", "A0", "B0")
+
+
+@torch.no_grad()
+def merge_warm_start(model, saved: dict[str, Any]) -> None:
+    """Merge a saved warm start into the model's base weights: its factors (rebuilt module by module
+    into the same delta `merged_delta(1.0)` gave, on the weight's device), or the dense deltas of a
+    checkpoint written before the factors were kept. Anything else is an error, never a partial merge."""
+    if "factors" in saved:
+        modules = factor_modules(saved)
+        rank, scaling = saved["rank"], saved["scaling"]
+        for name, (A, B, _, _) in modules.items():  # every module checked before any weight changes
+            weight = _weight(model, name)
+            if (B.shape[0], A.shape[1]) != tuple(weight.shape):
+                raise UserError(f"warm-start factors of {name} make a {B.shape[0]}x{A.shape[1]} delta, the weight is {tuple(weight.shape)}")
+        for name, factors in modules.items():
+            weight = _weight(model, name)
+            # one module at a time: the dense deltas of the whole model never exist at once
+            delta = factor_delta(*(t.to(weight.device) for t in factors), rank, scaling, 1.0)
+            weight.add_(delta.to(weight.dtype))
+    elif "deltas" in saved:
+        merge_deltas(model, saved["deltas"])
+    else:
+        raise UserError(f"a saved warm start holds neither factors nor deltas (keys: {sorted(saved)}): not a warm start this version can merge")
+
+
+def factor_modules(saved: dict[str, Any]) -> dict[str, tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """name -> (A, B, A0, B0) of a saved warm start's factors, in saved order, after checking that
+    every module has all four with matching shapes for its rank (UserError otherwise)."""
+    rank, factors = saved.get("rank"), saved["factors"]
+    if not isinstance(rank, int) or rank < 1 or not isinstance(saved.get("scaling"), float):
+        raise UserError(f"a saved warm start's rank {rank!r} / scaling {saved.get('scaling')!r} are not a rank >= 1 and a float")
+    names = list(dict.fromkeys(key.rpartition(".")[0] for key in factors))
+    modules = {}
+    for name in names:
+        missing = [k for k in FACTOR_KEYS if f"{name}.{k}" not in factors]
+        if missing:
+            raise UserError(f"the saved warm start lacks {', '.join(missing)} of {name}")
+        A, B, A0, B0 = (factors[f"{name}.{k}"] for k in FACTOR_KEYS)
+        if A.dim() != 2 or B.dim() != 2 or A.shape[0] != 2 * rank or B.shape[1] != 2 * rank or A0.shape != A.shape or B0.shape != B.shape:
+            raise UserError(
+                f"the saved warm start's factors of {name} (A {tuple(A.shape)}, B {tuple(B.shape)}, A0 {tuple(A0.shape)}, "
+                f"B0 {tuple(B0.shape)}) do not fit its rank {rank}"
+            )
+        modules[name] = (A, B, A0, B0)
+    if len(modules) * len(FACTOR_KEYS) != len(factors):
+        raise UserError(f"the saved warm start's factors hold keys other than {'/'.join(FACTOR_KEYS)} per module")
+    return modules
+
+
+def _weight(model, name: str) -> Tensor:
+    try:
+        return model.get_submodule(name).weight
+    except AttributeError:
+        raise UserError(f"the warm start has a delta for {name}, which this model does not have (another model?)") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -130,7 +197,7 @@ KEY_FIELDS = (
 
 
 def warm_start_key(config, problems: list[Problem], modes: dict[str, str], *, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
-    """Everything the warm start's deltas depend on, as a JSON-able dict (its sha256 names the cache entry)."""
+    """Everything the warm start depends on, as a JSON-able dict (its sha256 names the cache entry)."""
     model_file = Path(config.model)
     return {
         "format": WARM_START_FORMAT,
@@ -161,48 +228,65 @@ def warm_start_cache_root(config) -> Path | None:
     return Path(config.warm_start_cache)
 
 
+# An entry is complete once FACTORS_FILE exists. An entry written before the factors were kept has
+# only deltas.safetensors (the dense deltas): it counts as missing, so the warm start is trained
+# again (the procedure is unchanged and seeded: the same warm start, now kept as factors) and its
+# factors are written beside the old file, which is left for older code sharing the cache.
+# Reading the dense file instead would put the ~100M dense numbers back into every checkpoint.
+FACTORS_FILE = "factors.safetensors"
+FACTORS_TAG = "evilmoe-warm-start-factors-v1"
+
+
 def load_cached(folder: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     """The cached warm start in folder, or None. A folder whose key differs is an error (a hash clash
     or a hand-edited cache), never silently used."""
-    if not (folder / "deltas.safetensors").exists():
+    if not (folder / FACTORS_FILE).exists():
         return None
     stored = json.loads((folder / "key.json").read_text())
     if stored != json.loads(json.dumps(key)):
         raise UserError(f"warm-start cache {folder} holds another warm start (key.json differs); delete the folder")
     meta = json.loads((folder / "meta.json").read_text())
-    return {"deltas": load_file(folder / "deltas.safetensors"), "losses": meta["losses"], "key": key_digest(key), "cached": True}
+    with safe_open(str(folder / FACTORS_FILE), framework="pt") as f:
+        header = f.metadata() or {}
+    if header.get("format") != FACTORS_TAG:
+        raise UserError(f"{folder / FACTORS_FILE} is not a warm start's factors (format {header.get('format')!r}); delete the folder")
+    low_rank = {"factors": load_file(folder / FACTORS_FILE), "rank": json.loads(header["rank"]), "scaling": json.loads(header["scaling"])}
+    factor_modules(low_rank)  # complete and consistent, or a UserError now rather than at the merge
+    return {**low_rank, "losses": meta["losses"], "key": key_digest(key), "cached": True}
 
 
-def save_cached(folder: Path, key: dict[str, Any], deltas: dict[str, Tensor], losses: list[float], split: dict[str, int]) -> None:
+def save_cached(folder: Path, key: dict[str, Any], low_rank: dict[str, Any], losses: list[float], split: dict[str, int]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".deltas.{os.getpid()}.safetensors"
-    save_file({k: v.contiguous().cpu() for k, v in deltas.items()}, str(tmp))
+    tmp = folder / f".factors.{os.getpid()}.safetensors"
+    header = {"format": FACTORS_TAG, "rank": json.dumps(low_rank["rank"]), "scaling": json.dumps(low_rank["scaling"])}
+    save_file({k: v.contiguous().cpu() for k, v in low_rank["factors"].items()}, str(tmp), metadata=header)
     for name, obj in (("key.json", key), ("meta.json", {"losses": losses, "split": split})):
         part = folder / f".{name}.{os.getpid()}"
         part.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
         part.replace(folder / name)
-    tmp.replace(folder / "deltas.safetensors")  # last: its presence marks a complete entry
+    tmp.replace(folder / FACTORS_FILE)  # last: its presence marks a complete entry
 
 
 def obtain_warm_start(
     model, tokenizer, stop_id: int, problems: list[Problem], modes: dict[str, str], config, device, dtype, split_summary: dict[str, int]
 ) -> dict[str, Any]:
-    """The warm start's deltas and losses: from the cache when there, else trained (and cached).
-    Says on stderr which, and how long it took (waiting for another process's training included)."""
+    """The warm start ({"factors", "rank", "scaling", "losses", "key", "cached"}): from the cache when
+    there, else trained (and cached). Says on stderr which, and how long it took (waiting for another
+    process's training included)."""
     started = time.perf_counter()
     key = warm_start_key(config, problems, modes, device=device, dtype=dtype)
     root = warm_start_cache_root(config)
     if root is None:
-        deltas, losses = train_warm_start(model, tokenizer, stop_id, problems, modes, config, device)
-        got = {"deltas": deltas, "losses": losses, "key": key_digest(key), "cached": False}
+        low_rank, losses = train_warm_start(model, tokenizer, stop_id, problems, modes, config, device)
+        got = {**low_rank, "losses": losses, "key": key_digest(key), "cached": False}
     else:
         folder = root / key_digest(key)
         with cache_lock(folder / ".lock"):  # one process trains a given warm start, the others wait
             got = load_cached(folder, key)
             if got is None:
-                deltas, losses = train_warm_start(model, tokenizer, stop_id, problems, modes, config, device)
-                save_cached(folder, key, deltas, losses, split_summary)
-                got = {"deltas": deltas, "losses": losses, "key": key_digest(key), "cached": False}
+                low_rank, losses = train_warm_start(model, tokenizer, stop_id, problems, modes, config, device)
+                save_cached(folder, key, low_rank, losses, split_summary)
+                got = {**low_rank, "losses": losses, "key": key_digest(key), "cached": False}
     how = "read from the cache" if got["cached"] else f"trained ({config.warm_start_steps} steps)"
     print(f"[evilmoe.warmstart] warm start {how} in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
     return got
