@@ -368,6 +368,8 @@ def test_router_dynamics_takes_window_means_per_run_then_seed_means(tmp_path):
     assert lo < 0.12 < hi
     assert router_dynamics({"none": dirs["none"]}) == {}
     # and it is part of the decision's markdown
-    results = {"moe": {0: {"sets": {}}, 1: {"sets": {}}}}
+    sizes = {"n_problems": 2, "samples_per_problem": 1}
+    results = {"moe": {0: {"sets": {"heldout": _eval(0.4, 0.0, 0.2, 0.2) | sizes}}, 1: {"sets": {"heldout": _eval(0.5, 0.1, 0.2, 0.1) | sizes}}}}
     text = decision_markdown(summarise_decision(results, {"moe": dirs["moe"]}), "t", [0, 1])
     assert "## Router dynamics" in text and "| moe | 20-29 | 2 | 0.100" in text
+    assert text.index("## Router dynamics") < text.index("closing line:")  # the causal line stays last

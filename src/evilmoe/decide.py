@@ -241,9 +241,7 @@ def render_router_markdown(router: dict[str, Any]) -> str:
 def decision_markdown(decision: dict[str, Any], title: str, seeds: list[int]) -> str:
     from evilmoe.localization import render_localization_markdown
 
-    text = render_markdown(decision["table"], title, seeds, decision["selectivity"])
-    if decision.get("router"):
-        text += "\n" + render_router_markdown(decision["router"])
+    text = render_markdown(decision["table"], title, seeds, decision["selectivity"], decision.get("router"))
     return text + ("\n" + render_localization_markdown(decision["localization"]) if decision["localization"] else "")
 
 
@@ -460,7 +458,9 @@ def _cell(stat: dict[str, Any]) -> str:
     return f"{stat['mean']:.3f} [{stat['ci95'][0]:.3f}, {stat['ci95'][1]:.3f}]"
 
 
-def render_markdown(table: dict[str, Any], preset: str, seeds: list[int], selectivity: dict[str, Any] | None = None) -> str:
+def render_markdown(
+    table: dict[str, Any], preset: str, seeds: list[int], selectivity: dict[str, Any] | None = None, router: dict[str, Any] | None = None
+) -> str:
     lines = [
         f"# Decision run: preset {preset}, seeds {seeds}",
         "",
@@ -502,6 +502,8 @@ def render_markdown(table: dict[str, Any], preset: str, seeds: list[int], select
                 lines.append(
                     f"| {arm} | {set_name} | {_cell(e['hack_removed'])} | {_cell(e['lift_kept'])} | {lift} | {e['start_solve']:.3f} | {e['none_solve']:.3f} |"
                 )
+    if router:
+        lines += ["", render_router_markdown(router).rstrip("\n")]
     lines.append("")
     # per arm, the held-out numbers in words; then the documented causal line, for the method's arm
     for arm, t in table.items():
