@@ -282,8 +282,10 @@ def test_localization_summary_takes_seed_means_over_the_runs_that_have_the_files
 
     _localization_file(tmp_path / "moe0", {0.0: 0.0, 1.0: 0.4}, real_drop=0.4, slice_mean=0.1, z=3.0)
     _localization_file(tmp_path / "moe1", {0.0: 0.2, 1.0: 0.6}, real_drop=0.4, slice_mean=0.2, z=None)  # no spread: no z
-    (tmp_path / "moe1" / "relearn-deleted.json").write_text(json.dumps({"steps_to_half": 4, "auc": 0.3, "on_hack": 0.5, "steps": 20}))
-    (tmp_path / "moe0" / "relearn-deleted.json").write_text(json.dumps({"steps_to_half": None, "auc": 0.1, "on_hack": 0.3, "steps": 20}))
+    relearned = lambda **kw: json.dumps({"steps": 3, **kw})  # noqa: E731
+    (tmp_path / "moe1" / "relearn-deleted.json").write_text(relearned(steps_to_half=2, auc=0.3, on_hack=0.5, hack_curve=[0.1, 0.3, 0.5]))
+    # a step with nothing sampled is None in its run's curve: left out of that step's mean
+    (tmp_path / "moe0" / "relearn-deleted.json").write_text(relearned(steps_to_half=None, auc=0.1, on_hack=0.3, hack_curve=[0.0, None, 0.1]))
     (tmp_path / "bare").mkdir()
     summary = localization_summary({"moe": {0: tmp_path / "moe0", 1: tmp_path / "moe1"}, "none": {0: tmp_path / "bare"}})
     assert set(summary) == {"moe"}  # an arm with no localization file is left out
@@ -295,11 +297,18 @@ def test_localization_summary_takes_seed_means_over_the_runs_that_have_the_files
     assert cell["slice_mean"]["mean"] == pytest.approx(0.15)
     assert cell["z"]["per_seed"] == [3.0] and cell["z"]["n_runs"] == 2  # the undefined z is left out, and said so
     relearn = summary["moe"]["relearn"]["deleted"]
-    assert relearn["steps_to_half"] == [None, 4] and relearn["auc"]["mean"] == pytest.approx(0.2)
+    assert relearn["steps_to_half"] == [None, 2] and relearn["auc"]["mean"] == pytest.approx(0.2)
+    curve = relearn["curve"]
+    assert [c["per_seed"] for c in curve] == [pytest.approx([0.0, 0.1]), pytest.approx([0.3]), pytest.approx([0.1, 0.5])]
+    assert curve[2]["mean"] == pytest.approx(0.3) and curve[1]["ci95"] is None  # one run at step 2: no interval
+    from evilmoe.localization import plot_relearning_by_arm
+
+    plot_relearning_by_arm(summary, tmp_path / "fig" / "relearning.png")
+    assert (tmp_path / "fig" / "relearning.png").stat().st_size > 0
     md = render_localization_markdown(summary)
     assert "| moe | heldout | 2 | 0.100 [" in md  # the hack dose row
     assert "+3.000 (1 of 2 runs)" in md
-    assert "| moe | deleted | 2 | -, 4 (of 20) | 0.200 [" in md
+    assert "| moe | deleted | 2 | -, 2 (of 3) | 0.200 [" in md
 
 
 def test_decide_localize_reports_dose_slices_and_relearning_and_resumes(tmp_path, monkeypatch):
@@ -316,7 +325,7 @@ def test_decide_localize_reports_dose_slices_and_relearning_and_resumes(tmp_path
     assert (none / "relearn-start.json").is_file() and not (none / "relearn-deleted.json").exists()
     text = (root / "decision.md").read_text()
     assert "## Dose curve" in text and "## Random slices" in text and "| absorb | deleted | 1 |" in text and "| none | start | 1 |" in text
-    assert (root / "dose_by_arm.png").is_file()
+    assert (root / "dose_by_arm.png").is_file() and (root / "relearning_by_arm.png").is_file()
     assert set(json.loads((root / "decision.json").read_text())["localization"]) == {"none", "absorb"}
     # with --parallel the analyses run in spawned processes, one run each: the same files come back
     written = [absorb / "localization.json", absorb / "relearn-deleted.json", none / "localization.json", none / "relearn-start.json"]

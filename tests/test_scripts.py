@@ -226,7 +226,7 @@ def test_testbed_launch_runs_the_follow_ups_of_a_matching_line(tmp_path: Path):
                            capture_output=True, text=True, timeout=120)
     assert table.returncode == 0, table.stderr
     assert "| absorb | 1 |" in table.stdout and "## Dose curve" in table.stdout and "## Random slices" in table.stdout
-    assert "| absorb | deleted | 1 |" in table.stdout and (out / "dose_by_arm.png").is_file()
+    assert "| absorb | deleted | 1 |" in table.stdout and (out / "dose_by_arm.png").is_file() and (out / "relearning_by_arm.png").is_file()
     none = subprocess.run(["bash", "scripts/gpu_testbed.sh", "launch", str(tmp_path / "runs.txt"), "^nothing$"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert none.returncode != 0 and "no line of" in none.stderr

@@ -246,14 +246,16 @@ def decision_markdown(decision: dict[str, Any], title: str, seeds: list[int]) ->
 
 
 def plot_decision(decision: dict[str, Any], folder: Path, base: dict[str, dict[str, float]] | None = None) -> None:
-    """decision_plane.png (where there is a selectivity) and dose_by_arm.png (where runs were localized).
+    """decision_plane.png (where there is a selectivity), dose_by_arm.png and relearning_by_arm.png (where
+    runs were localized and relearned).
     base: the base model's rates per eval set ({"hack", "solve"}), drawn on the plane where given."""
-    from evilmoe.localization import plot_dose_by_arm
+    from evilmoe.localization import plot_dose_by_arm, plot_relearning_by_arm
 
     if decision["selectivity"]:
         plot_plane(decision["table"], decision["selectivity"], folder / "decision_plane.png", base=(base or {}).get("heldout"))
     if decision["localization"]:
         plot_dose_by_arm(decision["localization"], folder / "dose_by_arm.png")
+        plot_relearning_by_arm(decision["localization"], folder / "relearning_by_arm.png")
 
 
 def _localize_runs(run_dirs: dict[str, dict[int, Path]], relearn_steps: int, deadline: float | None, parallel: int = 1) -> bool:

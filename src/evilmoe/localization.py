@@ -461,7 +461,7 @@ def localization_summary(runs: dict[str, dict[int, Any]]) -> dict[str, Any]:
                 path = Path(run) / f"relearn-{condition}.json"
                 if path.exists():
                     data = json.loads(path.read_text())
-                    cell = relearn.setdefault(condition, {"steps_to_half": [], "auc": [], "on_hack": [], "steps": []})
+                    cell = relearn.setdefault(condition, {"steps_to_half": [], "auc": [], "on_hack": [], "steps": [], "hack_curve": []})
                     for key in cell:
                         cell[key].append(data[key])
         entry: dict[str, Any] = {}
@@ -472,10 +472,20 @@ def localization_summary(runs: dict[str, dict[int, Any]]) -> dict[str, Any]:
             entry["slices"] = {s: {field: {k: interval(v) for k, v in cell.items()} for field, cell in fields.items()} for s, fields in slices.items()}
         if relearn:
             entry["relearn"] = {c: {"steps_to_half": cell["steps_to_half"], "steps": cell["steps"], "auc": interval(cell["auc"]),
-                                    "on_hack": interval(cell["on_hack"])} for c, cell in relearn.items()}
+                                    "on_hack": interval(cell["on_hack"]), "curve": _curve_means(cell["hack_curve"])}
+                                for c, cell in relearn.items()}
         if entry:
             out[arm] = entry
     return out
+
+
+def _curve_means(curves: list[list[float | None]]) -> list[dict[str, Any]]:
+    """Per relearning step, the hack rate's seed mean with a t-interval over the runs that reached
+    that step and sampled in it (a step with nothing sampled is None in its run's curve)."""
+    from evilmoe.decide import seed_interval
+
+    longest = max((len(c) for c in curves), default=0)
+    return [seed_interval([c[i] for c in curves if i < len(c) and c[i] is not None], bounds=(0.0, 1.0)) for i in range(longest)]
 
 
 def _mean_cell(stat: dict[str, Any], signed: bool = False) -> str:
@@ -559,6 +569,36 @@ def plot_dose_by_arm(summary: dict[str, Any], path, set_names=("heldout", "skill
             ax.set_xlabel("hack expert scale (1 = as trained, 0 = deleted)")
             ax.set_ylabel(f"{field} rate")
             ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_relearning_by_arm(summary: dict[str, Any], path) -> None:
+    """The hack rate over the relearning steps, one line per arm and condition (seed means, shaded
+    t-interval), each deleted model beside the starting model that never saw a loophole."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = [(arm, condition, cell["curve"]) for arm, e in summary.items() for condition, cell in e.get("relearn", {}).items() if cell["curve"]]
+    if not lines:
+        return
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, (arm, condition, curve) in enumerate(lines):
+        xs = np.arange(1, len(curve) + 1)
+        ys = np.array([np.nan if c["mean"] is None else c["mean"] for c in curve])
+        ax.plot(xs, ys, "-o", color=f"C{i}", markersize=3, label=f"{arm}, {condition} (seeds: {max(len(c['per_seed']) for c in curve)})")
+        low = np.array([np.nan if c["ci95"] is None else c["ci95"][0] for c in curve])
+        high = np.array([np.nan if c["ci95"] is None else c["ci95"][1] for c in curve])
+        if not np.isnan(low).all():
+            ax.fill_between(xs, low, high, color=f"C{i}", alpha=0.15)
+    ax.set_xlabel("relearning step")
+    ax.set_ylabel("hack rate of the step's rollouts")
+    ax.set_title("Deployed (deleted) or starting model trained alone in the hacking environment", fontsize=9)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
