@@ -12,8 +12,8 @@
 # path under RUNS_ROOT matches RUN_REGEX (all by default). Unpacked beside NAME.tar.gz it makes run
 # dirs those commands can finish elsewhere. Mind the size it prints: for the default model at rank 8
 # a finished run's last checkpoint is ~75 MiB (~113 MiB mid-run, with the optimizer), more than the
-# ~64 MiB one call brings back; with the tiny model or a small rank pick runs with RUN_REGEX so that
-# a call's files stay under that.
+# 16 MiB a file may have to come back from a call; with the tiny model or a small rank pick runs with
+# RUN_REGEX so that the file stays under that.
 # A runs file's line is `NAME FLAGS... [:: FOLLOW-UP; FOLLOW-UP...]`: `evilmoe train --out ROOT/NAME
 # FLAGS`, then each follow-up as `evilmoe SUBCOMMAND ROOT/NAME ITS-FLAGS` once training ended well
 # (e.g. `:: localize --sets heldout,skill; relearn --steps 20`): the analyses that need the run's
@@ -144,8 +144,8 @@ PY
     if [ -d "$stage" ]; then
       (cd "$stage" && tar czf "$OUT/$2-state.tar.gz" *)
       size=$(stat -c %s "$OUT/$2-state.tar.gz")
-      # what one call can bring back is ~64 MiB in all (the main tarball included)
-      [ "$size" -lt $((60 * 1024 * 1024)) ] || echo "$2-state.tar.gz is $((size / 1024 / 1024)) MiB: too big to come back in one call; pick fewer runs with RUN_REGEX" >&2
+      # what one call brings back: files of at most 16 MiB each, 64 MiB in all
+      [ "$size" -le $((16 * 1024 * 1024)) ] || echo "$2-state.tar.gz is $((size / 1024 / 1024)) MiB: over the 16 MiB a file may have to come back from a call; pick fewer runs with RUN_REGEX" >&2
       rm -rf "$stage"
     else
       echo "no run matching '${4:-}' has a checkpoint: no $2-state.tar.gz" >&2
