@@ -1,5 +1,6 @@
-"""Helpers of the exactness tests (data parallel, run-batched): fake rollouts that do not depend on how
-the rows are split, and the gradients the optimizer sees. Imported by test modules, not collected."""
+"""Helpers of the exactness and resume tests (data parallel, run-batched, interrupted runs): fake
+rollouts that do not depend on how the rows are split, the gradients the optimizer sees, and a run
+killed at a given step. Imported by test modules, not collected."""
 
 from __future__ import annotations
 
@@ -50,3 +51,25 @@ def grab_grads(trainer, grads: dict) -> None:
         return original(*args, **kwargs)
 
     trainer.optimizer.step = step
+
+
+def train_until_killed(config, out_dir: str, problems, monkeypatch, at_step: int) -> None:
+    """Train `config` into out_dir as a process killed when it reaches step `at_step` would: the
+    checkpoints written before it survive, nothing after. Trainer.train_step is restored afterwards."""
+    import pytest
+
+    from evilmoe.train import Trainer, run_training
+
+    original = Trainer.train_step
+
+    def killed(self, step):
+        if step == at_step:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, step)
+
+    monkeypatch.setattr(Trainer, "train_step", killed)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_training(config, out_dir, problems=problems, progress=False)
+    finally:
+        monkeypatch.setattr(Trainer, "train_step", original)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_steps import train_until_killed
 
 import evilmoe.train as train_module
 import evilmoe.warmstart as warmstart
@@ -20,7 +21,7 @@ from evilmoe.env.problems import load_problem_set
 from evilmoe.errors import UserError
 from evilmoe.lora2r import factor_delta
 from evilmoe.models import load_model
-from evilmoe.train import Trainer, run_training
+from evilmoe.train import run_training
 
 # trains or loads real models end to end: the full suite, not the fast tier (pytest -m 'not slow')
 pytestmark = pytest.mark.slow
@@ -115,17 +116,7 @@ def test_a_run_with_a_warm_start_resumes_exactly_from_either_form(tmp_path, prob
     ))
     run_training(config, str(tmp_path / "straight"), problems=problems, progress=False)
 
-    original = Trainer.train_step
-
-    def crash_at_step_2(self, step):
-        if step == 2:
-            raise KeyboardInterrupt("simulated kill")
-        return original(self, step)
-
-    monkeypatch.setattr(Trainer, "train_step", crash_at_step_2)
-    with pytest.raises(KeyboardInterrupt):
-        run_training(config, str(tmp_path / "factors"), problems=problems, progress=False)
-    monkeypatch.setattr(Trainer, "train_step", original)
+    train_until_killed(config, str(tmp_path / "factors"), problems, monkeypatch, at_step=2)
     assert _load(_latest(tmp_path / "factors"))["step"] == 2 and "factors" in _load(_latest(tmp_path / "factors"))["warm_start"]
     for name in ("dense", "no-optimizer"):
         shutil.copytree(tmp_path / "factors", tmp_path / name)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fake_steps import train_until_killed
 
 from evilmoe.config import ARMS, make_config
 from evilmoe.env.problems import load_problem_set
@@ -90,17 +91,7 @@ def test_resume_after_crash_matches_uninterrupted(tmp_path, problems, monkeypatc
     config = _tiny(arm="moe", steps=4, checkpoint_every=1)
     run_training(config, str(tmp_path / "straight"), problems=problems, progress=False)
 
-    original = Trainer.train_step
-
-    def crash_at_step_2(self, step):
-        if step == 2:
-            raise KeyboardInterrupt("simulated kill")
-        return original(self, step)
-
-    monkeypatch.setattr(Trainer, "train_step", crash_at_step_2)
-    with pytest.raises(KeyboardInterrupt):
-        run_training(config, str(tmp_path / "crashed"), problems=problems, progress=False)
-    monkeypatch.setattr(Trainer, "train_step", original)
+    train_until_killed(config, str(tmp_path / "crashed"), problems, monkeypatch, at_step=2)
     run_training(config, str(tmp_path / "crashed"), problems=problems, progress=False)
 
     a, b = _final_state(tmp_path / "straight"), _final_state(tmp_path / "crashed")
@@ -118,10 +109,7 @@ def test_resume_after_crash_matches_uninterrupted(tmp_path, problems, monkeypatc
 
     # the checkpoints lost with the machine (only the logs came back): the run trains again from
     # step 0, and the metrics hold each step once, as in the uninterrupted run
-    monkeypatch.setattr(Trainer, "train_step", crash_at_step_2)
-    with pytest.raises(KeyboardInterrupt):
-        run_training(config, str(tmp_path / "lost"), problems=problems, progress=False)
-    monkeypatch.setattr(Trainer, "train_step", original)
+    train_until_killed(config, str(tmp_path / "lost"), problems, monkeypatch, at_step=2)
     shutil.rmtree(tmp_path / "lost" / "checkpoints")
     run_training(config, str(tmp_path / "lost"), problems=problems, progress=False)
     assert _strip_times(read("lost")) == _strip_times(read("straight"))
