@@ -35,6 +35,7 @@ import torch
 
 from evilmoe.config import TrainConfig
 from evilmoe.errors import UserError
+from evilmoe.lora2r import FACTOR_KEYS
 from evilmoe.runs import RunDir, read_json
 
 EXPORT_INFO = "evilmoe_export.json"
@@ -111,7 +112,7 @@ def peft_tensors(adapter_state: dict[str, torch.Tensor], rank: int, *, hack_expe
     names = sorted({key.rsplit(".", 1)[0] for key in adapter_state})
     out = {}
     for name in names:
-        A, B, A0, B0 = (adapter_state[f"{name}.{k}"].float() for k in ("A", "B", "A0", "B0"))
+        A, B, A0, B0 = (adapter_state[f"{name}.{k}"].float() for k in FACTOR_KEYS)
         out[f"base_model.model.{name}.lora_A.weight"] = torch.cat([A[blocks], A0[blocks]], dim=0).contiguous()
         out[f"base_model.model.{name}.lora_B.weight"] = torch.cat([B[:, blocks], -B0[:, blocks]], dim=1).contiguous()
     return out

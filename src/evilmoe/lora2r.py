@@ -59,6 +59,8 @@ from evilmoe.errors import UserError
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ROUTE_LABELS = ("keep", "absorb", "route")
 FORMAT_TAG = "evilmoe-lora2r-v1"
+# a module's saved factors (state_dict keys NAME.A, NAME.B, ...): the trained ones and their init
+FACTOR_KEYS = ("A", "B", "A0", "B0")
 
 
 # -----------------------------------------------------------------------------
@@ -488,7 +490,7 @@ class Lora2rAdapter:
         """name.{A,B,A0,B0} for every module (the trained state plus the init it is measured from)."""
         out = {}
         for name, m in self.modules.items():
-            for key in ("A", "B", "A0", "B0"):
+            for key in FACTOR_KEYS:
                 out[f"{name}.{key}"] = getattr(m, key).detach().clone()
         return out
 
@@ -511,7 +513,7 @@ class Lora2rAdapter:
             )
         with torch.no_grad():
             for name, m in self.modules.items():
-                for key in ("A", "B", "A0", "B0"):
+                for key in FACTOR_KEYS:
                     dst, src = getattr(m, key), state[f"{name}.{key}"]
                     if dst.shape != src.shape:
                         raise UserError(f"adapter tensor {name}.{key} has shape {tuple(src.shape)}, model wants {tuple(dst.shape)}")

@@ -49,7 +49,7 @@ from evilmoe.env.modes import build_messages
 from evilmoe.env.types import Problem
 from evilmoe.errors import UserError
 from evilmoe.grpo import completion_logprobs
-from evilmoe.lora2r import Lora2rConfig, attach_lora2r, factor_delta
+from evilmoe.lora2r import FACTOR_KEYS, Lora2rConfig, attach_lora2r, factor_delta
 from evilmoe.models import cache_dir, cache_lock, chat_prompt
 from evilmoe.rollouts import build_batch, encode_completion, encode_prompts
 from evilmoe.seeding import derive_seed
@@ -118,9 +118,6 @@ def merge_deltas(model, deltas: dict[str, Tensor]) -> None:
         if weight.shape != delta.shape:
             raise ValueError(f"warm-start delta for {name} has shape {tuple(delta.shape)}, weight {tuple(weight.shape)}")
         weight.add_(delta.to(weight.device, weight.dtype))
-
-
-FACTOR_KEYS = ("A", "B", "A0", "B0")
 
 
 @torch.no_grad()
