@@ -20,7 +20,8 @@ that over the measured decode time (prefill excluded).
 Where a decode step's time goes: after each configuration's timed call, one decode step at the last
 kv-length bucket is timed alone (the CUDA-graph replay, or the eager step on CPU: "step ms") and so
 is the sampling that follows it (temperature, top-k, top-p, multinomial, log-prob: "sample ms"); the
-rest of "ms/step" is the loop around them. --profile-batch B prints a torch.profiler table of
+rest of "ms/step" is the loop around them. With --inductor the same step of a sampler built without
+torch.compile is timed too, in the same run, as its baseline. --profile-batch B prints a torch.profiler table of
 the kernels of one eager decode step plus its sampling at batch B (the same kernels a graph
 replays), sorted by device time, and --trace writes its Chrome trace.
 
@@ -127,7 +128,7 @@ def decode_bytes(sampler: FastSampler, mask: torch.Tensor, new_tokens: int) -> t
         weights += [w for w in (lw.q_norm, lw.k_norm) if w is not None]
     weight_bytes = sum(w.numel() * w.element_size() for w in weights)
     arch = sampler.arch
-    per_token = 2 * arch.n_layers * arch.kv_size * sampler.k_cache.element_size()  # K and V, every layer
+    per_token = 2 * arch.n_layers * arch.kv_size * sampler.k_cache[0].element_size()  # K and V, every layer
     prompt_tokens = float(mask.sum())
     rows = mask.shape[0]
     # decode step t (1 .. new_tokens - 1) attends over each row's prompt + t keys
@@ -241,7 +242,13 @@ def run_config(model, tokenizer, stop_ids, device, batch: int, length: int, new_
     })
     if "hf_s" in result:
         result["speedup"] = result["fast_tokens_per_s"] / result["hf_tokens_per_s"]
-    result.update(step_breakdown(sampler, batch, sampling, repeats=20 if device.type == "cuda" else 3))
+    repeats = 20 if device.type == "cuda" else 3
+    result.update(step_breakdown(sampler, batch, sampling, repeats))
+    if inductor:  # the baseline in the same run: the same step without torch.compile
+        plain = FastSampler(model, tokenizer, [], max_batch=batch, max_seq_len=length + new_tokens)
+        plain.sample(ids, mask, sampling, seed=seed + 1)
+        result["plain_step_ms"] = step_breakdown(plain, batch, sampling, repeats)["step_ms"]
+        del plain
     if profile is not None:
         print(profile_decode_step(sampler, batch, sampling, **profile), flush=True)
     return result  # the sampler and its cache go with this frame; the caller empties the CUDA cache
@@ -370,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{'-' if r.get('speedup') is None else format(r['speedup'], '.1f') + 'x':>6} | {r['fast_warmup_s']:>8.2f} {r['fast_prefill_s']:>9.3f} "
                   f"{r['decode_ms_per_step']:>7.2f} {r['step_ms']:>7.2f} {r['sample_ms']:>9.3f} {r['bound_ms_per_step']:>8.3f} "
                   f"{100 * r['bound_fraction']:>6.1f}%", flush=True)
+            if "plain_step_ms" in r:
+                print(f"       step ms: torch.compile {r['step_ms']:.2f}, without it {r['plain_step_ms']:.2f} "
+                      f"({r['plain_step_ms'] / r['step_ms']:.2f}x faster compiled)", flush=True)
             write_json(args.json, payload)  # after every configuration: a cut run keeps what it measured
 
     if checks:

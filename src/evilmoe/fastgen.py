@@ -359,9 +359,12 @@ class FastSampler:
 
         # Static KV cache; the sequence axis is rounded up so every kv bucket is a whole multiple.
         cache_len = _round_up(max_seq_len, KV_BUCKET)
-        shape = (arch.n_layers, max_batch, arch.n_kv_heads, cache_len, arch.head_dim)
-        self.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
-        self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        # One tensor per layer, not one [layers, ...] tensor: a compiled step that writes into views of
+        # a single stacked buffer makes inductor rebuild the whole buffer every step (one copy kernel
+        # that reads every layer's update for every element), which cost more than the step itself.
+        shape = (max_batch, arch.n_kv_heads, cache_len, arch.head_dim)
+        self.k_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(arch.n_layers)]
+        self.v_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(arch.n_layers)]
         self.key_valid = torch.zeros(max_batch, cache_len, dtype=torch.bool, device=self.device)
         # Static inputs of a decode step (CUDA graphs read them by address).
         self.step_tokens = torch.zeros(max_batch, dtype=torch.long, device=self.device)
@@ -472,8 +475,8 @@ class FastSampler:
         for i in range(len(self.layers)):
 
             def attend(q: Tensor, k: Tensor, v: Tensor, i: int = i) -> Tensor:
-                self.k_cache[i, :n, :, :width] = k
-                self.v_cache[i, :n, :, :width] = v
+                self.k_cache[i][:n, :, :width] = k
+                self.v_cache[i][:n, :, :width] = v
                 # Repeat the kv heads (repeat_kv's order) so SDPA can use a fused kernel with a mask.
                 k, v = k.repeat_interleave(repeats, dim=1), v.repeat_interleave(repeats, dim=1)
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=arch.head_dim**-0.5)
@@ -498,9 +501,9 @@ class FastSampler:
         for i in range(len(self.layers)):
 
             def attend(q: Tensor, k: Tensor, v: Tensor, i: int = i) -> Tensor:
-                self.k_cache[i, :batch].index_copy_(2, self.step_column, k)
-                self.v_cache[i, :batch].index_copy_(2, self.step_column, v)
-                keys, values = self.k_cache[i, :batch, :, :kv_len], self.v_cache[i, :batch, :, :kv_len]
+                self.k_cache[i][:batch].index_copy_(2, self.step_column, k)
+                self.v_cache[i][:batch].index_copy_(2, self.step_column, v)
+                keys, values = self.k_cache[i][:batch, :, :kv_len], self.v_cache[i][:batch, :, :kv_len]
                 # GQA without copying the cache: with one query token, the `repeats` query heads that
                 # share a kv head become `repeats` query rows against that head (head h uses kv h // repeats).
                 grouped = q.reshape(batch, arch.n_kv_heads, repeats, arch.head_dim)
