@@ -18,6 +18,7 @@ from evilmoe.lora2r import (
     attach_lora2r,
     moe_control,
     read_lora2r_metadata,
+    split_factors,
     two_block_delta,
     vgrout_control,
 )
@@ -101,6 +102,22 @@ def test_attach_wraps_every_target_and_freezes_the_base():
     m = adapter.modules[names[0]]
     assert m.A.shape == (2 * R, m.in_features) and m.B.shape == (m.out_features, 2 * R)
     assert torch.equal(m.A, m.A0) and torch.equal(m.B, m.B0) and m.A.abs().min() > 0 and m.B.abs().min() > 0
+
+
+def test_split_factors_gives_every_module_its_four_factors_and_refuses_a_mismatch():
+    _, _, adapter = make()
+    state = adapter.state_dict()
+    modules = split_factors(state, R)
+    assert list(modules) == list(adapter.modules)  # model order, as saved
+    for name, factors in modules.items():
+        assert all(t is state[f"{name}.{k}"] for t, k in zip(factors, ("A", "B", "A0", "B0")))
+    name = next(iter(modules))
+    with pytest.raises(UserError, match=f"the adapter state lacks A0 of {name}"):
+        split_factors({k: v for k, v in state.items() if k != f"{name}.A0"}, R)
+    with pytest.raises(UserError, match="keys other than A/B/A0/B0"):
+        split_factors({**state, f"{name}.bias": state[f"{name}.A"]}, R)
+    with pytest.raises(UserError, match=f"factors of {name} .* do not fit its rank {R + 1}"):
+        split_factors(state, R + 1)
 
 
 def test_attach_rejects_unknown_targets_and_double_attach():

@@ -35,7 +35,7 @@ import torch
 
 from evilmoe.config import TrainConfig
 from evilmoe.errors import UserError
-from evilmoe.lora2r import FACTOR_KEYS
+from evilmoe.lora2r import split_factors
 from evilmoe.runs import RunDir, read_json
 
 EXPORT_INFO = "evilmoe_export.json"
@@ -109,10 +109,10 @@ def peft_tensors(adapter_state: dict[str, torch.Tensor], rank: int, *, hack_expe
     with the hack expert kept: all 2r rows.
     """
     blocks = slice(None) if hack_expert_on else slice(0, rank)
-    names = sorted({key.rsplit(".", 1)[0] for key in adapter_state})
+    modules = split_factors(adapter_state, rank)
     out = {}
-    for name in names:
-        A, B, A0, B0 = (adapter_state[f"{name}.{k}"].float() for k in FACTOR_KEYS)
+    for name in sorted(modules):
+        A, B, A0, B0 = (t.float() for t in modules[name])
         out[f"base_model.model.{name}.lora_A.weight"] = torch.cat([A[blocks], A0[blocks]], dim=0).contiguous()
         out[f"base_model.model.{name}.lora_B.weight"] = torch.cat([B[:, blocks], -B0[:, blocks]], dim=1).contiguous()
     return out
@@ -209,7 +209,7 @@ def _write_adapter(loaded: LoadedRun, path: Path, options: ExportOptions, dtype:
         base = "base (this folder's base/ subfolder: the model with the run's warm start merged in)"
     else:
         loaded.tokenizer.save_pretrained(path)  # chat template and stop tokens beside the adapter
-    modules = sorted({key.rsplit(".", 1)[0] for key in loaded.state["adapter"]})
+    modules = sorted(split_factors(loaded.state["adapter"], cfg.rank))
     config = {
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",

@@ -34,7 +34,7 @@ import torch
 
 from evilmoe.env.grader import GradingPool
 from evilmoe.evaluate import EvalSet, sample_and_submit, summarise
-from evilmoe.lora2r import FACTOR_KEYS
+from evilmoe.lora2r import split_factors
 from evilmoe.policy import Policy
 from evilmoe.seeding import derive_seed
 
@@ -342,10 +342,9 @@ RELEARN_CONDITIONS = ("deleted", "start")
 def reset_adapter_state(state: dict[str, torch.Tensor], rank: int, *, quarantine_only: bool) -> dict[str, torch.Tensor]:
     """A lora2r state dict with the quarantine block (or both blocks) copied back to its init."""
     out = dict(state)
-    for key in [k for k in state if k.endswith(".A")]:
-        name = key[: -len(".A")]
-        A, B, A0, B0 = (state[f"{name}.{s}"].clone() for s in FACTOR_KEYS)
-        rows = slice(rank, 2 * rank) if quarantine_only else slice(0, 2 * rank)
+    rows = slice(rank, 2 * rank) if quarantine_only else slice(0, 2 * rank)
+    for name, (A, B, A0, B0) in split_factors(state, rank).items():
+        A, B = A.clone(), B.clone()
         A[rows], B[:, rows] = A0[rows], B0[:, rows]
         out[f"{name}.A"], out[f"{name}.B"] = A, B
     return out

@@ -264,6 +264,27 @@ def two_block_delta(
     return _GatedUp.apply(z, up, dep_grad, 2 * r)  # value z @ up.mT; the deployed block's gradient * dep_grad
 
 
+def split_factors(state: dict[str, Tensor], rank: int, what: str = "the adapter state") -> dict[str, tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """name -> (A, B, A0, B0) of a lora2r state dict (keys NAME.A, NAME.B, NAME.A0, NAME.B0), in the
+    dict's order. Checked (UserError naming `what`): every module has all four factors, shaped for
+    `rank` per block, and nothing else is in the dict."""
+    modules = {}
+    for name in dict.fromkeys(key.rpartition(".")[0] for key in state):
+        missing = [k for k in FACTOR_KEYS if f"{name}.{k}" not in state]
+        if missing:
+            raise UserError(f"{what} lacks {', '.join(missing)} of {name}")
+        A, B, A0, B0 = (state[f"{name}.{k}"] for k in FACTOR_KEYS)
+        if A.dim() != 2 or B.dim() != 2 or A.shape[0] != 2 * rank or B.shape[1] != 2 * rank or A0.shape != A.shape or B0.shape != B.shape:
+            raise UserError(
+                f"{what}'s factors of {name} (A {tuple(A.shape)}, B {tuple(B.shape)}, A0 {tuple(A0.shape)}, "
+                f"B0 {tuple(B0.shape)}) do not fit its rank {rank}"
+            )
+        modules[name] = (A, B, A0, B0)
+    if len(modules) * len(FACTOR_KEYS) != len(state):
+        raise UserError(f"{what} holds keys other than {'/'.join(FACTOR_KEYS)} per module")
+    return modules
+
+
 @torch.no_grad()
 def factor_delta(A: Tensor, B: Tensor, A0: Tensor, B0: Tensor, rank: int, scaling: float, scale: float = 1.0) -> Tensor:
     """One module's scaling * (dep + scale * quar) as a [d_out, d_in] float32 matrix, from its factors.

@@ -49,7 +49,7 @@ from evilmoe.env.modes import build_messages
 from evilmoe.env.types import Problem
 from evilmoe.errors import UserError
 from evilmoe.grpo import completion_logprobs
-from evilmoe.lora2r import FACTOR_KEYS, Lora2rConfig, attach_lora2r, factor_delta
+from evilmoe.lora2r import Lora2rConfig, attach_lora2r, factor_delta, split_factors
 from evilmoe.models import cache_dir, cache_lock, chat_prompt
 from evilmoe.rollouts import build_batch, encode_completion, encode_prompts
 from evilmoe.seeding import derive_seed
@@ -149,22 +149,7 @@ def factor_modules(saved: dict[str, Any]) -> dict[str, tuple[Tensor, Tensor, Ten
     rank, factors = saved.get("rank"), saved["factors"]
     if not isinstance(rank, int) or rank < 1 or not isinstance(saved.get("scaling"), float):
         raise UserError(f"a saved warm start's rank {rank!r} / scaling {saved.get('scaling')!r} are not a rank >= 1 and a float")
-    names = list(dict.fromkeys(key.rpartition(".")[0] for key in factors))
-    modules = {}
-    for name in names:
-        missing = [k for k in FACTOR_KEYS if f"{name}.{k}" not in factors]
-        if missing:
-            raise UserError(f"the saved warm start lacks {', '.join(missing)} of {name}")
-        A, B, A0, B0 = (factors[f"{name}.{k}"] for k in FACTOR_KEYS)
-        if A.dim() != 2 or B.dim() != 2 or A.shape[0] != 2 * rank or B.shape[1] != 2 * rank or A0.shape != A.shape or B0.shape != B.shape:
-            raise UserError(
-                f"the saved warm start's factors of {name} (A {tuple(A.shape)}, B {tuple(B.shape)}, A0 {tuple(A0.shape)}, "
-                f"B0 {tuple(B0.shape)}) do not fit its rank {rank}"
-            )
-        modules[name] = (A, B, A0, B0)
-    if len(modules) * len(FACTOR_KEYS) != len(factors):
-        raise UserError(f"the saved warm start's factors hold keys other than {'/'.join(FACTOR_KEYS)} per module")
-    return modules
+    return split_factors(factors, rank, "the saved warm start")
 
 
 def _weight(model, name: str) -> Tensor:
