@@ -347,10 +347,7 @@ def plot_plane(
     """The (hack, solve) plane of the deployed models (OFF) and the trained ones (ON), seed means with
     t-intervals, with the starting model (and, where given, the base model before any warm start):
     where each arm's deletion lands."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from evilmoe.plots import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(6.5, 5))
     for i, (arm, sets) in enumerate(table.items()):
@@ -373,9 +370,7 @@ def plot_plane(
     ax.set_ylabel(f"solve rate ({set_name})")
     ax.set_title("ON (circles) -> OFF (squares): deleting the hack expert")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, Path(path), dpi=90)
 
 
 def _visible_gpus() -> list[str]:

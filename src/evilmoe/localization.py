@@ -27,6 +27,7 @@ import contextlib
 import math
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -308,10 +309,7 @@ def localization_lines(result: dict[str, Any]) -> list[str]:
 
 
 def plot_dose(result: dict[str, Any], path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from evilmoe.plots import plt, save_figure
 
     sets = result["dose"]["sets"]
     fig, axes = plt.subplots(1, len(sets), figsize=(4.5 * len(sets), 3.5), squeeze=False)
@@ -327,10 +325,7 @@ def plot_dose(result: dict[str, Any], path) -> None:
         ax.set_title(name)
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, Path(path), dpi=90)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -544,10 +539,7 @@ def render_localization_markdown(summary: dict[str, Any]) -> str:
 def plot_dose_by_arm(summary: dict[str, Any], path, set_names=("heldout", "skill")) -> None:
     """Hack and solve against the hack expert's scale, one line per arm (seed means, t-interval bars),
     one column per eval set."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from evilmoe.plots import plt, save_figure
 
     sets = [s for s in set_names if any(s in e.get("dose", {}) for e in summary.values())]
     if not sets:
@@ -569,19 +561,13 @@ def plot_dose_by_arm(summary: dict[str, Any], path, set_names=("heldout", "skill
             ax.set_xlabel("hack expert scale (1 = as trained, 0 = deleted)")
             ax.set_ylabel(f"{field} rate")
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, Path(path), dpi=90)
 
 
 def plot_relearning_by_arm(summary: dict[str, Any], path) -> None:
     """The hack rate over the relearning steps, one line per arm and condition (seed means, shaded
     t-interval), each deleted model beside the starting model that never saw a loophole."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from evilmoe.plots import plt, save_figure
 
     lines = [(arm, condition, cell["curve"]) for arm, e in summary.items() for condition, cell in e.get("relearn", {}).items() if cell["curve"]]
     if not lines:
@@ -599,7 +585,4 @@ def plot_relearning_by_arm(summary: dict[str, Any], path) -> None:
     ax.set_ylabel("hack rate of the step's rollouts")
     ax.set_title("Deployed (deleted) or starting model trained alone in the hacking environment", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, Path(path), dpi=90)

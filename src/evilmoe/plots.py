@@ -13,6 +13,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def save_figure(fig, path: Path | IO[bytes], dpi: int) -> Path | IO[bytes]:
+    """Lay out, write (creating a file path's folder) and close a figure; returns path."""
+    fig.tight_layout()
+    if isinstance(path, Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def _read_jsonl(path: Path) -> list[dict]:
     """Rows of a .jsonl file, or of its .jsonl.gz copy (how results are committed); [] if neither."""
     if not path.exists():
@@ -92,10 +102,7 @@ def _training_curves(metrics: list[dict], run: Path, path: Path | IO[bytes]) -> 
     if axes[2].get_legend_handles_labels()[0]:  # the none / absorb arms have no routing diagnostics
         axes[2].legend(fontsize=7)
     fig.suptitle(run.name)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def _eval_bars(result: dict, path: Path | IO[bytes]) -> Path | IO[bytes]:
@@ -119,10 +126,7 @@ def _eval_bars(result: dict, path: Path | IO[bytes]) -> Path | IO[bytes]:
         ax.set_title(f"{name} (n={res['n_problems']}x{res['samples_per_problem']})")
         ax.legend(fontsize=8)
     fig.suptitle(f"deploy ablation: arm {result['arm']}, seed {result['seed']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def _router_weights(run: Path, path: Path) -> Path | None:
@@ -143,10 +147,7 @@ def _router_weights(run: Path, path: Path) -> Path | None:
     ax.set_xlabel("router weight w (share of the update sent to the hack expert)")
     ax.set_title("router w over all training rollouts (grader flags: diagnostics only)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def router_w_over_time(metrics: list[dict], path: Path | IO[bytes], title: str = "") -> Path | IO[bytes] | None:
@@ -170,7 +171,4 @@ def router_w_over_time(metrics: list[dict], path: Path | IO[bytes], title: str =
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title or "router w on hacked vs clean rollouts (grader flags: diagnostics only)", fontsize=10)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
