@@ -229,15 +229,27 @@ def test_nothing_written_survives_the_run():
     assert str(0x5EC12E7) not in keys_before and str(0x5EC12E7) not in _host_sysv_keys()
 
 
+def _bound_under(path: str) -> list[str]:
+    """The names directly under `path` that lead to a read-only bind of the sandbox's layout (the
+    interpreter, its venv, system libraries): all a graded program may see there."""
+    prefix = path.rstrip("/") + "/"
+    return sorted({b[len(prefix):].split("/")[0] for b in ISO.layout.binds if b.startswith(prefix)})
+
+
 def test_graded_code_sees_only_itself():
+    """A fresh root: the graded program sees its own two processes, the binds the interpreter needs
+    and nothing else. Where the interpreter lives (a venv under /work or /home, or inside the checkout)
+    its path is visible, but nothing beside it."""
     if not ISO.fresh_root:
         pytest.skip("no fresh root on this machine (needs root and namespaces)")
+    probes = ("/work", "/home", "/etc/passwd", "/sys", "/var", "/run", str(PROJECT_ROOT))
     r = run_python(
         "import os, sys\n"
         "pids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
         "print(pids)\n"
         "print(sorted(os.listdir('/')))\n"
-        "print([p for p in ('/work', '/home', '/etc/passwd', '/sys', '/var', '/run') if os.path.exists(p)])\n"
+        f"print([p for p in {probes!r} if os.path.exists(p)])\n"
+        f"print(sorted(os.listdir({str(PROJECT_ROOT)!r})) if os.path.isdir({str(PROJECT_ROOT)!r}) else None)\n"
         "print(os.getuid() != 0, open('/proc/self/status').read().split('NoNewPrivs:')[1].split()[0])\n"
         "import sortedcontainers, numpy\n"
         "try:\n    import torch\n    print('torch visible')\nexcept ImportError:\n    print('no torch')\n",
@@ -246,10 +258,13 @@ def test_graded_code_sees_only_itself():
     lines = r.stdout.decode().splitlines()
     assert r.returncode == 0, r.stderr
     assert lines[0] == "[1, 2]"  # its own init and itself
-    assert "work" not in lines[1] and "home" not in lines[1]
-    assert lines[2] == "[]"
-    assert lines[3] == "True 1"
-    assert lines[4] == "no torch"
+    top = set(_bound_under("/")) | {link.strip("/").split("/")[0] for link, _ in ISO.layout.links} | {"dev", "proc", "tmp", sandbox.RUNTIME_DIR.strip("/")}
+    assert set(eval(lines[1])) <= top, (lines[1], top)
+    assert eval(lines[2]) == [p for p in probes if _bound_under(p) or p in ISO.layout.binds], lines[2]
+    checkout = eval(lines[3])  # the checkout's files never; only a path to a venv inside it
+    assert checkout is None or checkout == _bound_under(str(PROJECT_ROOT)), checkout
+    assert lines[4] == "True 1"
+    assert lines[5] == "no torch"
 
 
 def test_detector_never_raises_on_pathological_code():
