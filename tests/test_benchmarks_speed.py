@@ -169,7 +169,7 @@ def test_arm_update_times_each_arms_phases_on_the_same_rollouts(tmp_path, capsys
     absorb, moe = data["medians"]["absorb"], data["medians"]["moe"]
     assert list(absorb) == list(arm_update.PHASES)
     # only the learned router forwards the pairs (in prepare, before the grades) and has a router loss
-    assert absorb["prepare"] == absorb["(pair fwd)"] == absorb["router_loss"] == 0.0
+    assert absorb["(pair fwd)"] == 0.0 and absorb["prepare"] < moe["prepare"]  # absorb's are empty calls
     assert 0 < moe["(pair fwd)"] <= moe["prepare"]
     assert all(v >= 0 for v in moe.values()) and moe["update"] > 0 and absorb["update"] > 0
     assert set(data["pair_pass"]) == {"one sorted pass", "a pass per side"} and all(v > 0 for v in data["pair_pass"].values())
