@@ -157,3 +157,21 @@ def test_localize_benchmark_gives_the_plain_measurements_rates_with_fewer_rows(c
     assert all(v > 0 for v in got["seconds"].values())
     out = capsys.readouterr().out
     assert "localize / plain:" in out and "rates identical: True" in out and "27 rows sampled and graded" in out
+
+
+def test_arm_update_times_each_arms_phases_on_the_same_rollouts(tmp_path, capsys):
+    import arm_update
+
+    out = tmp_path / "arms.json"
+    arm_update.main(["--model", "tiny-llama", "--preset", "tiny", "--arms", "absorb,moe", "--repeats", "1",
+                     "--completion-tokens", "4", "--json", str(out)])
+    data = json.loads(out.read_text())
+    absorb, moe = data["medians"]["absorb"], data["medians"]["moe"]
+    assert list(absorb) == list(arm_update.PHASES)
+    # only the learned router forwards the pairs (in prepare, before the grades) and has a router loss
+    assert absorb["(pair fwd)"] == 0.0 and absorb["prepare"] < moe["prepare"]  # absorb's are empty calls
+    assert 0 < moe["(pair fwd)"] <= moe["prepare"]
+    assert all(v >= 0 for v in moe.values()) and moe["update"] > 0 and absorb["update"] > 0
+    assert set(data["pair_pass"]) == {"one sorted pass", "a pass per side"} and all(v > 0 for v in data["pair_pass"].values())
+    text = capsys.readouterr().out
+    assert "update x absorb" in text and "pair forwards, median of 1" in text

@@ -244,6 +244,85 @@ def test_moe_router_loss_is_the_pin_on_sampled_pairs(probe, features):
     assert torch.equal(arm.router.center, fresh.router.center)  # the center tracked the pairs' mean
 
 
+def _each_side_alone(probe, rows=None):
+    """The pairs' features from one pass over each side: what the pin loss read before both sides
+    shared one pass."""
+    hack, clean = probe.hack, probe.clean
+    if rows is not None:
+        hack, clean = hack.rows(rows).trimmed(), clean.rows(rows).trimmed()
+    return probe.pooled(hack), probe.pooled(clean)
+
+
+@pytest.mark.parametrize("rows", [None, [0, 3, 5, 17]], ids=["all-pairs", "pin-sample"])
+def test_both_sides_in_one_sorted_pass_give_each_pairs_own_features(probe, rows):
+    """features() forwards hack and clean rows together, sorted by length: in float64 each row's
+    feature is the one a pass over its own side gives, to rounding; in float32 too, to its rounding."""
+    rows = None if rows is None else torch.tensor(rows)
+    n = len(probe) if rows is None else len(rows)
+    assert len(probe.both) == 2 * len(probe) and probe.both.prompt_width == probe.hack.prompt_width
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        probe.model.to(dtype)  # float32 <-> float64 round trips exactly: the shared fixture is unchanged
+        try:
+            one = probe.features(rows)
+            alone = _each_side_alone(probe, rows)
+        finally:
+            probe.model.float()
+        for got, want in zip(one, alone):
+            assert got.shape == (n, probe.n_modules * probe.rank)
+            assert float((got - want).abs().max()) <= tol * float(want.abs().max()), dtype
+        assert not torch.allclose(one[0], one[1])  # the two sides are not swapped or merged
+
+
+def test_the_sorted_pass_runs_fewer_padded_tokens_in_fewer_forwards(probe, monkeypatch):
+    import evilmoe.router as router
+
+    seen = []
+    original = router.right_aligned
+
+    def spy(ids, mask, *rest):
+        out = original(ids, mask, *rest)
+        seen.append(out[0].shape)
+        return out
+
+    monkeypatch.setattr(router, "right_aligned", spy)
+    probe.features()
+    together, seen[:] = list(seen), []
+    _each_side_alone(probe)
+    apart = list(seen)
+    tokens = lambda shapes: sum(b * t for b, t in shapes)  # noqa: E731
+    assert sum(b for b, _ in together) == sum(b for b, _ in apart) == 2 * len(probe)
+    assert len(together) <= len(apart) and tokens(together) < tokens(apart)
+
+
+def test_moe_prepare_does_the_pin_forwards_router_loss_would_do(probe, features, monkeypatch):
+    """prepare(step) runs the pin pairs' forwards before the grades; router_loss then uses them, and
+    gives exactly what it gives computing them itself. A prepare of another step is never used."""
+    live = torch.tensor([True] * 6 + [False] * 6)
+    calls = []
+    original = type(probe).features
+    monkeypatch.setattr(type(probe), "features", lambda self, rows=None: calls.append(rows) or original(self, rows))
+    results = []
+    for prepared in (None, 1, 0):
+        arm = make_arm(_config("moe", pin_batch=4, load_balance_coef=0.5), probe)
+        calls.clear()
+        if prepared is not None:
+            arm.prepare(prepared)
+            assert len(calls) == 1
+        out = arm.router_loss(1, features, live)
+        out.loss.backward()
+        # one pair pass for the step: prepare's, or router_loss's own when prepare was for another step
+        assert len(calls) == (1 if prepared in (None, 1) else 2)
+        assert torch.equal(calls[-1], arm.pin_rows(1))
+        results.append((out, arm))
+        assert arm.pair_features(1) is not None and len(calls) == (2 if prepared in (None, 1) else 3)  # used once
+    (ref, ref_arm), *others = results
+    for out, arm in others:
+        assert out.loss.item() == ref.loss.item() and out.stats == ref.stats
+        assert torch.equal(arm.router.center, ref_arm.router.center)
+        for p, q in zip(arm.router.parameters(), ref_arm.router.parameters()):
+            assert torch.equal(p.grad, q.grad)
+
+
 def test_moe_placebo_is_moe_started_on_a_random_direction(probe, features):
     real, real_out = _router_loss("moe", probe, features)
     placebo, placebo_out = _router_loss("moe-placebo", probe, features)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fake_steps import train_until_killed
+from fake_steps import fake_sampler, grab_grads, train_until_killed
 
 from evilmoe.config import ARMS, make_config
 from evilmoe.env.problems import load_problem_set
@@ -372,6 +372,38 @@ def test_gradient_checkpointing_gives_the_same_update(problems):
     assert grads[0].keys() == grads[1].keys() and grads[0]
     for name in grads[0]:
         assert torch.allclose(grads[0][name], grads[1][name], rtol=1e-6, atol=1e-9), name
+
+
+def test_the_pair_forwards_before_the_grades_change_nothing(problems):
+    """The moe arm's pin pairs are forwarded by Arm.prepare, before the step waits for its grades.
+    Skipping prepare (router_loss then forwards them itself, after the backward) gives the same two
+    steps to the bit in float64: the adapter does not change in between, so neither do the features."""
+    from evilmoe.models import load_model
+
+    outcomes = []
+    for prepared in (True, False):
+        trainer = Trainer(_tiny(arm="moe"), None, problems=problems, model=load_model("tiny-llama", dtype=torch.float64))
+        try:
+            if not prepared:
+                trainer.arm.prepare = lambda step: None
+            trainer.sampler.sample = fake_sampler(trainer, seeded=True)
+            steps = []
+            for step in range(2):
+                grads: dict = {}
+                grab_grads(trainer, grads)
+                metrics = trainer.train_step(step)
+                trainer.step = step + 1
+                assert "arm_prepare" in metrics["time"] and trainer.arm._pair_features is None  # used up by the step
+                state = trainer.state()
+                steps.append(({k: v for k, v in metrics.items() if k != "time"}, grads, state["adapter"], state["router"]))
+            assert steps[0][0]["live_groups"] > 0 and steps[0][0]["pin_loss"] is not None
+            outcomes.append(steps)
+        finally:
+            trainer.close()
+    for (m1, g1, a1, r1), (m2, g2, a2, r2) in zip(*outcomes):
+        assert json.dumps(m1, sort_keys=True) == json.dumps(m2, sort_keys=True)  # NaN-safe and exact
+        for one, two in ((g1, g2), (a1, a2), (r1, r2)):
+            assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
 
 
 def test_decide_in_parallel_processes_matches_one_after_another(tmp_path):

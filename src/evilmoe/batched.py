@@ -203,6 +203,10 @@ class RunBatch:
         t_gen = time.perf_counter()
         behaviour = self.behaviour_pass({i: rollouts[i].batch for i in runs})
         t_fwd = time.perf_counter()
+        for i in runs:  # while the grader is still busy (the pair forwards read the run's own adapter)
+            with self.only(i), self._stops_alone(i, step):
+                self.trainers[i].arm.prepare(step)
+        t_prep = time.perf_counter()
         grades = {i: rollouts[i].grading.result() for i in runs}
         t_grade = time.perf_counter()
         routing, plans = {}, {}
@@ -217,7 +221,8 @@ class RunBatch:
                 results[i] = self.trainers[i].updater.finish(plans[i])
         t_end = time.perf_counter()
         times = {  # the whole batch's phases: every run of the step shares them
-            "generate": t_gen - t_start, "behaviour_forward": t_fwd - t_gen, "grade_wait": t_grade - t_fwd,
+            "generate": t_gen - t_start, "behaviour_forward": t_fwd - t_gen, "arm_prepare": t_prep - t_fwd,
+            "grade_wait": t_grade - t_prep,
             "update": t_end - t_grade, "total": t_end - t_start, "runs_in_batch": len(results),
         }
         return {i: self.trainers[i].record_step(step, rollouts[i], grades[i], routing[i], results[i], times) for i in results}

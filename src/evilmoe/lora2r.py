@@ -141,6 +141,8 @@ class PooledCapture:
         self.mask = completion_mask
         self.module_names = list(module_names)
         self.by_module: dict[str, Tensor] = {}
+        # the float mask and its row counts, made once per device for every module of the forward
+        self._weights: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
     def record(self, name: str, bottleneck: Tensor) -> None:
         """Pool ``bottleneck`` [B, T, r] over the completion positions of each row."""
@@ -154,8 +156,10 @@ class PooledCapture:
                 f"capture_pooled mask has shape {tuple(self.mask.shape)} but {name} saw activations of "
                 f"shape {tuple(bottleneck.shape[:2])} (batch, seq): pass the mask of the batch you forward"
             )
-        mask = self.mask.to(device=bottleneck.device, dtype=torch.float32)
-        counts = mask.sum(dim=1, keepdim=True).clamp(min=1.0)  # rows without completion pool to 0
+        if bottleneck.device not in self._weights:
+            mask = self.mask.to(device=bottleneck.device, dtype=torch.float32)
+            self._weights[bottleneck.device] = (mask, mask.sum(dim=1, keepdim=True).clamp(min=1.0))  # rows without completion pool to 0
+        mask, counts = self._weights[bottleneck.device]
         summed = torch.einsum("btr,bt->br", bottleneck.detach().float(), mask)
         self.by_module[name] = summed / counts
 

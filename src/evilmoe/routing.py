@@ -5,6 +5,9 @@ each arm name to a class and its options, and `make_arm` builds the one a run na
 only talks to the interface and never reads an arm's name. Per step it calls, in order:
 
     begin_step(step)                 re-extract the hack direction if the arm refreshes it
+    prepare(step)                    after the behaviour pass, while the grader still runs: work on
+                                     the step's adapter state that needs no reward (the learned
+                                     router's forwards over the pairs, which its pin loss reads)
     decide(features, step)           the step's routing decision for every rollout (a `Routing`)
     control(routing, features, rows) per microbatch: (q, g) for `Lora2rAdapter.row_control`; the
                                      learned router computes q = w here, with its autograd
@@ -112,6 +115,9 @@ class PairProbe:
         self.model, self.adapter = model, adapter
         self.hack, self.clean = hack, clean
         self.microbatch, self.device = microbatch, device
+        # both sides as one batch (hack rows, then clean rows), so `features` forwards them together
+        self.both = _stack_rows(hack, clean)
+        self.lengths = self.both.attention_mask.sum(dim=1).cpu()
 
     def __len__(self) -> int:
         return len(self.hack)
@@ -132,11 +138,24 @@ class PairProbe:
         ).to(self.device)
 
     def features(self, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Pooled features of the hack and clean sides of the pairs (all, or the given rows)."""
-        hack, clean = self.hack, self.clean
-        if rows is not None:
-            hack, clean = hack.rows(rows).trimmed(), clean.rows(rows).trimmed()
-        return self.pooled(hack), self.pooled(clean)
+        """Pooled features of the hack and clean sides of the pairs (all, or the given rows).
+
+        Both sides go through one pass with the rows sorted by length: each microbatch is cut to its
+        longest row, so similar lengths together pad least, and the two sides fill microbatches
+        together instead of each leaving a part-filled last one. Each row's feature is the same as
+        from a pass over its own side (rows do not interact; only the rounding of the batched
+        kernels may differ), in fewer and shorter forwards.
+        """
+        n = len(self)
+        pick = torch.arange(n) if rows is None else rows.detach().cpu().long()
+        pick = torch.cat([pick, pick + n])
+        order = torch.argsort(self.lengths[pick], stable=True)
+        sorted_rows = pick[order].to(self.both.input_ids.device)
+        pooled = self.pooled(self.both.rows(sorted_rows).trimmed())
+        out = torch.empty_like(pooled)
+        out[order.to(pooled.device)] = pooled  # back to (hack rows, clean rows) in the order asked
+        k = len(pick) // 2
+        return out[:k], out[k:]
 
     def direction(self) -> tuple[Tensor, dict[str, float], Tensor]:
         """v_act from the pairs with the quarantine ablated (forward only): (v_act, separation report,
@@ -146,6 +165,24 @@ class PairProbe:
         v = v_act_from_pooled(hack, clean, self.adapter.n_modules, self.adapter.rank)
         report = separation_report(routeA_scores(hack, v), routeA_scores(clean, v))
         return v, report, torch.cat([hack, clean]).mean(dim=0)
+
+
+def _stack_rows(first: SequenceBatch, second: SequenceBatch) -> SequenceBatch:
+    """The rows of two batches with one prompt width as one batch, completions padded to the wider.
+
+    The padding columns carry mask 0, so no pass reads them (right_aligned cuts every batch to its
+    longest row, and causal attention never lets a real token see a later column)."""
+    if first.prompt_width != second.prompt_width:
+        raise ValueError(f"prompt widths differ: {first.prompt_width} and {second.prompt_width}")
+    width = max(first.completion_mask.shape[1], second.completion_mask.shape[1])
+
+    def padded(b: SequenceBatch) -> tuple[Tensor, Tensor, Tensor]:
+        extra = width - b.completion_mask.shape[1]
+        return (torch.nn.functional.pad(b.input_ids, (0, extra)), torch.nn.functional.pad(b.attention_mask, (0, extra)),
+                torch.nn.functional.pad(b.completion_mask, (0, extra)))
+
+    parts = list(zip(padded(first), padded(second)))
+    return SequenceBatch(*(torch.cat(p) for p in parts), first.prompt_width)
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,6 +221,11 @@ class Arm:
         if self.spec.refresh_v_act and every and step > 0 and step % every == 0:
             self.v_act, _, _ = self.probe.direction()
             ddp.broadcast_tensors_([self.v_act])  # every rank computed it; rank 0's makes it bit-identical
+
+    def prepare(self, step: int) -> None:
+        """Before the step's grades: work that reads only the step's adapter state, so that it runs
+        while the grader is still busy. The adapter does not change from here to `router_loss` (the
+        optimizer steps after it), so this is exactly the work `router_loss` would do itself."""
 
     def decide(self, features: Tensor, step: int) -> Routing:
         """The step's decision from the whole step's pooled features [N, D] (global row order)."""
@@ -292,6 +334,7 @@ class RouterArm(Arm):
         self.router = HackRouter(self.v_act.clone()).to(self.device)
         self.router.set_center(self.initial_pair_mean)
         self.pin_coef = config.pin_coef if spec.pin else 0.0
+        self._pair_features: tuple[int, tuple[Tensor, Tensor]] | None = None  # (step, features) from prepare
 
     def decide(self, features: Tensor, step: int) -> Routing:
         return Routing()  # w needs autograd: it is computed per microbatch in `control`
@@ -307,9 +350,21 @@ class RouterArm(Arm):
         chosen = random.Random(derive_seed(self.config.seed, step, PIN_SAMPLE_PURPOSE)).sample(range(n), k)
         return torch.tensor(sorted(chosen), device=self.device)
 
+    def prepare(self, step: int) -> None:
+        # the pin loss's pair forwards: the bulk of this arm's cost over a fixed arm's, hidden behind
+        # grading where the grader takes longer
+        self._pair_features = (step, self.probe.features(self.pin_rows(step)))
+
+    def pair_features(self, step: int) -> tuple[Tensor, Tensor]:
+        """The pin pairs' (hack, clean) features of this step: those `prepare` computed, else now."""
+        ready, self._pair_features = self._pair_features, None  # used once: never a later step's
+        if ready is not None and ready[0] == step:
+            return ready[1]
+        return self.probe.features(self.pin_rows(step))
+
     def router_loss(self, step: int, features: Tensor, live: Tensor) -> RouterLoss:
         cfg = self.config
-        hack_f, clean_f = self.probe.features(self.pin_rows(step))
+        hack_f, clean_f = self.pair_features(step)
         # the features drift as the deployed block trains: track their mean (EMA) for the cosine
         m = cfg.center_momentum
         self.router.set_center(m * self.router.center + (1 - m) * torch.cat([hack_f, clean_f]).mean(dim=0))
@@ -350,6 +405,7 @@ class RouterArm(Arm):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.router.load_state_dict(state["router"])
+        self._pair_features = None  # computed on the adapter state before the load
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ One step, top to bottom (data flows one way: problems -> rollouts -> rewards -> 
   1. pick this step's problems and render their prompts (each problem has one mode)
   2. sample G completions per prompt with the hack expert ON (teacher demos replace a few)
   3. grade them in the background pool while the accelerator computes behaviour log-probs and
-     the pooled deployed-block activations that routing reads                  (update.py)
+     the pooled deployed-block activations that routing reads                  (update.py),
+     then the arm's reward-free work (the learned router's pair forwards)       (routing.py)
   4. advantages = reward - group mean; groups with no reward spread are skipped
   5. the run's arm decides, per rollout, how the update splits between the deployed and
      quarantine blocks (routing.py; the arms are registered in arms.py)
@@ -338,6 +339,8 @@ class Trainer:
         t_gen = time.perf_counter()
         behaviour = self.behaviour_pass(rollouts.batch)
         t_fwd = time.perf_counter()
+        self.arm.prepare(step)  # the grader is still busy: the arm's reward-free work runs meanwhile
+        t_prep = time.perf_counter()
         grades = rollouts.grading.result()
         t_grade = time.perf_counter()
         features = ddp.all_gather_rows(behaviour.features)  # the whole step's, in global row order
@@ -347,7 +350,8 @@ class Trainer:
         times = {
             "generate": rollouts.gen_seconds,
             "behaviour_forward": t_fwd - t_gen,
-            "grade_wait": t_grade - t_fwd,
+            "arm_prepare": t_prep - t_fwd,
+            "grade_wait": t_grade - t_prep,
             "update": t_end - t_grade,
             "total": t_end - t_start,
         }
