@@ -310,7 +310,7 @@ def test_run_batching_benchmark_runs_on_the_tiny_model(tmp_path):
     out = tmp_path / "runbatch.json"
     done = subprocess.run(
         [sys.executable, str(repo / "benchmarks" / "run_batching.py"), "--model", "tiny-llama", "--preset", "tiny",
-         "--steps", "1", "--arms", "none,moe", "--sampler", "fast", "--json", str(out)],
+         "--steps", "1", "--arms", "none,moe", "--sampler", "fast", "--set", "pairs_per_mode=1", "--json", str(out)],
         capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stdout + done.stderr
