@@ -272,7 +272,7 @@ def test_batched_decide_resumes_solo_and_solo_runs_resume_batched(tmp_path, prob
     from evilmoe.decide import run_decision
     from evilmoe.train import run_training
 
-    settings = dict(steps=2, pairs_per_mode=1)
+    settings = dict(steps=2, pairs_per_mode=1, eval_problems=2, eval_train_problems=1, eval_samples=1)  # a small eval, compared all the same
     moe, none = _config("moe", 0, **settings), _config("none", 0, **settings)
     run_training(moe, str(tmp_path / "solo"), problems=problems, progress=False)
 

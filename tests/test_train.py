@@ -89,7 +89,7 @@ def _strip_times(rows):
 
 
 def test_resume_after_crash_matches_uninterrupted(tmp_path, problems, monkeypatch):
-    config = _tiny(arm="moe", steps=4, checkpoint_every=1)
+    config = _tiny(arm="moe", steps=4, checkpoint_every=1, eval_problems=2, eval_train_problems=1, eval_samples=1)
     run_training(config, str(tmp_path / "straight"), problems=problems, progress=False)
 
     train_until_killed(config, str(tmp_path / "crashed"), problems, monkeypatch, at_step=2)
