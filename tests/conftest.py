@@ -49,7 +49,7 @@ def trained_tiny_run(tmp_path_factory) -> Path:
         arm="moe", steps=2, lr=0.05, warm_start_steps=1, warm_start_lr=0.05, eval_every=1,
         eval_problems=2, eval_train_problems=1, eval_samples=2, report_to="tensorboard",
         warm_start_cache="none",  # trained here, not read from (or written to) the user's cache
-        eval_start=True,
+        eval_start=True, pairs_per_mode=1,
     )
     run_training(make_config("tiny", overrides), str(out), problems=load_problem_set("bundled"), progress=False)
     return out

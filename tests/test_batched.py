@@ -272,7 +272,7 @@ def test_batched_decide_resumes_solo_and_solo_runs_resume_batched(tmp_path, prob
     from evilmoe.decide import run_decision
     from evilmoe.train import run_training
 
-    settings = dict(steps=2, pairs_per_mode=1)
+    settings = dict(steps=2, pairs_per_mode=1, eval_problems=2, eval_train_problems=1, eval_samples=1)  # a small eval, compared all the same
     moe, none = _config("moe", 0, **settings), _config("none", 0, **settings)
     run_training(moe, str(tmp_path / "solo"), problems=problems, progress=False)
 
@@ -310,7 +310,7 @@ def test_run_batching_benchmark_runs_on_the_tiny_model(tmp_path):
     out = tmp_path / "runbatch.json"
     done = subprocess.run(
         [sys.executable, str(repo / "benchmarks" / "run_batching.py"), "--model", "tiny-llama", "--preset", "tiny",
-         "--steps", "1", "--arms", "none,moe", "--sampler", "fast", "--json", str(out)],
+         "--steps", "1", "--arms", "none,moe", "--sampler", "fast", "--set", "pairs_per_mode=1", "--json", str(out)],
         capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -111,7 +111,7 @@ def test_a_run_with_a_warm_start_resumes_exactly_from_either_form(tmp_path, prob
     too. A checkpoint cut off during the final evaluation (the last one, without the optimizer)
     resumes to the same evaluation; one of an earlier step without the optimizer is refused."""
     config = make_config("tiny", dict(
-        arm="moe", steps=3, checkpoint_every=1, warm_start_steps=1, warm_start_batch=2, warm_start_lr=0.05, warm_start_cache="none",
+        arm="moe", steps=3, checkpoint_every=1, pairs_per_mode=1, warm_start_steps=1, warm_start_batch=2, warm_start_lr=0.05, warm_start_cache="none",
         eval_problems=1, eval_train_problems=1, eval_samples=1,
     ))
     run_training(config, str(tmp_path / "straight"), problems=problems, progress=False)

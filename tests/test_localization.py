@@ -163,7 +163,8 @@ def test_selectivity_arithmetic():
 
 def test_localize_command_end_to_end(tmp_path, capsys):
     run = tmp_path / "run"
-    run_training(make_config("tiny", dict(arm="absorb", steps=1, eval_problems=2, eval_train_problems=0, eval_samples=1)), str(run), progress=False)
+    config = make_config("tiny", dict(arm="absorb", steps=1, pairs_per_mode=1, eval_problems=2, eval_train_problems=0, eval_samples=1))
+    run_training(config, str(run), progress=False)
     assert cli_main(["localize", str(run), "--slices", "2", "--scales", "0,1", "--sets", "heldout"]) == 0
     result = json.loads((run / "localization.json").read_text())
     assert [r["scale"] for r in result["dose"]["sets"]["heldout"]] == [0.0, 1.0]
@@ -210,7 +211,8 @@ def test_relearning_summary():
 
 def test_relearn_command(tmp_path, capsys):
     run = tmp_path / "run"
-    run_training(make_config("tiny", dict(arm="moe", steps=1, eval_problems=1, eval_train_problems=0, eval_samples=1)), str(run), progress=False)
+    config = make_config("tiny", dict(arm="moe", steps=1, pairs_per_mode=1, eval_problems=1, eval_train_problems=0, eval_samples=1))
+    run_training(config, str(run), progress=False)
     assert cli_main(["relearn", str(run), "--steps", "1", "--grading-workers", "1"]) == 0
     result = json.loads((run / "relearn-deleted.json").read_text())
     assert result["condition"] == "deleted" and len(result["hack_curve"]) == 1
@@ -251,7 +253,7 @@ def test_selectivity_table_from_runs():
 def test_decide_writes_selectivity_and_the_plane(tmp_path):
     from evilmoe.decide import run_decision
 
-    overrides = dict(steps=1, eval_start=True, skill_holdout=0.1, eval_problems=1, eval_train_problems=1, eval_samples=1)
+    overrides = dict(steps=1, pairs_per_mode=1, eval_start=True, skill_holdout=0.1, eval_problems=1, eval_train_problems=1, eval_samples=1)
     run_decision("tiny", ["none", "absorb"], [0], str(tmp_path / "d"), overrides)
     decision = json.loads((tmp_path / "d" / "decision.json").read_text())
     assert set(decision["selectivity"]) == {"none", "absorb"}
@@ -316,7 +318,7 @@ def test_decide_localize_reports_dose_slices_and_relearning_and_resumes(tmp_path
     from evilmoe.decide import _localize_runs, run_decision
 
     # no skill hold-out, one held-out problem: the analyses' own sets are then the held-out one alone
-    overrides = dict(steps=1, skill_holdout=0.0, eval_problems=1, eval_train_problems=0, eval_samples=1, grading_workers=1)
+    overrides = dict(steps=1, pairs_per_mode=1, skill_holdout=0.0, eval_problems=1, eval_train_problems=0, eval_samples=1, grading_workers=1)
     root = tmp_path / "d"
     run_decision("tiny", ["none", "absorb"], [0], str(root), overrides, localize=True, relearn_steps=1)
     absorb, none = root / "absorb" / "seed_0", root / "none" / "seed_0"

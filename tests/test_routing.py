@@ -31,7 +31,8 @@ BEHAVIOUR_FIELDS = {f.name for f in dataclasses.fields(arms.ArmSpec)} - {"name",
 
 
 def _config(arm: str, **overrides):
-    return make_config("tiny", dict(arm=arm, **overrides))
+    # one pair per mode: every arm's direction is a forward over the pairs, and 6 carry every mode
+    return make_config("tiny", dict(arm=arm, pairs_per_mode=1, **overrides))
 
 
 @pytest.fixture(scope="module")

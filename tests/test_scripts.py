@@ -198,7 +198,7 @@ def test_testbed_launch_runs_the_follow_ups_of_a_matching_line(tmp_path: Path):
 
     runs, out = tmp_path / "runs", tmp_path / "out"
     out.mkdir()
-    tiny = "--preset tiny --steps 1 --eval-problems 2 --eval-train-problems 0 --eval-samples 1 --grading-workers 1"
+    tiny = "--preset tiny --steps 1 --pairs-per-mode 1 --eval-problems 2 --eval-train-problems 0 --eval-samples 1 --grading-workers 1"
     (tmp_path / "runs.txt").write_text(
         f"dec/absorb/seed_0 --arm absorb --seed 0 {tiny} :: localize --slices 2 --scales 0,1 --sets heldout; relearn --steps 1\n"
         "\n"

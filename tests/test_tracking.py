@@ -21,7 +21,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 # trains or loads real models end to end: the full suite, not the fast tier (pytest -m 'not slow')
 pytestmark = pytest.mark.slow
 
-SMALL = {"arm": "moe", "eval_problems": 1, "eval_train_problems": 1, "eval_samples": 1}
+SMALL = {"arm": "moe", "pairs_per_mode": 1, "eval_problems": 1, "eval_train_problems": 1, "eval_samples": 1}
 
 
 def read_events(log_dir) -> EventAccumulator:

@@ -28,7 +28,8 @@ def problems():
 
 
 def _tiny(**overrides):
-    return make_config("tiny", overrides)
+    # one pair per mode (6 of 36): the pairs' forwards are most of a tiny run's setup and pin loss
+    return make_config("tiny", {"pairs_per_mode": 1, **overrides})
 
 
 @pytest.mark.parametrize("arm", ARMS)
@@ -88,7 +89,7 @@ def _strip_times(rows):
 
 
 def test_resume_after_crash_matches_uninterrupted(tmp_path, problems, monkeypatch):
-    config = _tiny(arm="moe", steps=4, checkpoint_every=1)
+    config = _tiny(arm="moe", steps=4, checkpoint_every=1, eval_problems=2, eval_train_problems=1, eval_samples=1)
     run_training(config, str(tmp_path / "straight"), problems=problems, progress=False)
 
     train_until_killed(config, str(tmp_path / "crashed"), problems, monkeypatch, at_step=2)
@@ -295,7 +296,7 @@ def test_decide_runs_arms_and_seeds_and_resumes(tmp_path, problems, monkeypatch,
         return original(config, out_dir, problems=problems, **kwargs)
 
     monkeypatch.setattr(train, "run_training", counting)
-    overrides = {"steps": 1, "eval_problems": 2, "eval_train_problems": 0}
+    overrides = {"steps": 1, "eval_problems": 2, "eval_train_problems": 0, "pairs_per_mode": 1}
     table = run_decision("tiny", ["none", "moe"], [0, 1], str(tmp_path / "d"), overrides)
     assert calls == [("none", 0), ("moe", 0), ("none", 1), ("moe", 1)]  # seed-major
     entry = table["moe"]["heldout"]
@@ -331,7 +332,7 @@ def test_a_decision_built_in_parts_is_read_back_without_training(tmp_path, probl
 
     original = train.run_training
     monkeypatch.setattr(train, "run_training", lambda config, out_dir, **kw: original(config, out_dir, problems=problems, **kw))
-    overrides = {"steps": 1, "eval_problems": 2, "eval_train_problems": 0}
+    overrides = {"steps": 1, "eval_problems": 2, "eval_train_problems": 0, "pairs_per_mode": 1}
     root = tmp_path / "d"
     for arm in ("none", "moe"):
         run_decision("tiny", [arm], [0], str(root), overrides)
@@ -410,7 +411,7 @@ def test_decide_in_parallel_processes_matches_one_after_another(tmp_path):
     """--parallel runs each (arm, seed) in its own spawned process; the runs are the same runs."""
     from evilmoe.decide import run_decision
 
-    overrides = {"steps": 1, "eval_problems": 2, "eval_train_problems": 0}
+    overrides = {"steps": 1, "eval_problems": 2, "eval_train_problems": 0, "pairs_per_mode": 1}
     serial = run_decision("tiny", ["none", "moe"], [0], str(tmp_path / "serial"), overrides)
     parallel = run_decision("tiny", ["none", "moe"], [0], str(tmp_path / "parallel"), overrides, parallel=2)
     assert parallel == serial

@@ -195,7 +195,7 @@ def test_cache_off_and_tampered_entries(tmp_path, tiny_model, problems):
 # --- a run: shared warm start and start evaluation, the testbed's eval sets ----------------------
 def test_runs_share_the_warm_start_and_the_start_eval(tmp_path, problems, capsys):
     overrides = dict(
-        arm="none", steps=1, warm_start_steps=2, warm_start_batch=2, warm_start_hack_frac=0.0,
+        arm="none", steps=1, pairs_per_mode=1, warm_start_steps=2, warm_start_batch=2, warm_start_hack_frac=0.0,
         warm_start_families=0.5, skill_holdout=0.3, eval_start=True, eval_loophole_free=True,
         eval_problems=2, eval_train_problems=2, eval_samples=1, warm_start_cache=str(tmp_path / "cache"),
     )
