@@ -53,9 +53,10 @@ def probe(trainer):
 
 @pytest.fixture
 def features(probe):
-    """Pooled features of 12 rollouts: the pairs' two sides and their midpoints (a spread of scores)."""
+    """Pooled features of 12 rollouts: the hack and clean sides of the 6 pairs (one per mode)."""
     hack, clean = probe.features()
-    return torch.cat([hack, clean, (hack + clean) / 2])[:12]
+    assert len(hack) == len(clean) == 6
+    return torch.cat([hack, clean])
 
 
 def _perturb_deployed(probe, seed: int = 0) -> dict:
@@ -254,7 +255,7 @@ def _each_side_alone(probe, rows=None):
     return probe.pooled(hack), probe.pooled(clean)
 
 
-@pytest.mark.parametrize("rows", [None, [0, 3, 5, 17]], ids=["all-pairs", "pin-sample"])
+@pytest.mark.parametrize("rows", [None, [0, 2, 3, 5]], ids=["all-pairs", "pin-sample"])
 def test_both_sides_in_one_sorted_pass_give_each_pairs_own_features(probe, rows):
     """features() forwards hack and clean rows together, sorted by length: in float64 each row's
     feature is the one a pass over its own side gives, to rounding; in float32 too, to its rounding."""
