@@ -121,6 +121,14 @@ class TrainConfig:
     follows the tokens (memory knob; does not change the result). 0 = rows only."""
     gradient_checkpointing: bool = False
     """Recompute each decoder layer in the backward pass (memory knob for large models; same result)."""
+    share_prompt: bool = False
+    """Compute each prompt once per microbatch for the rows that share it (a group's samples) and run
+    their completions on its keys and values, in the update and the behaviour pass: on and off give
+    the same result up to floating-point rounding (speed and memory knob). Rows share only under
+    equal routing controls (q, g): none and absorb share whole groups, routeA rows within a label,
+    moe rows (the router's own w) never. Microbatches are cut as without it, so a group split over
+    two microbatches computes its prompt in each; a `microbatch` that is a multiple of group_size
+    keeps groups whole. Not combined with gradient_checkpointing or --batched."""
 
     # --- routeA (vGROUT) -----------------------------------------------------------------------
     route_tail_q: float = 0.2
@@ -259,6 +267,10 @@ class TrainConfig:
                 raise UserError(f"{name} must be > 0 (got {getattr(self, name)})")
         if self.microbatch_tokens < 0:
             raise UserError(f"microbatch_tokens must be >= 0 (0 = off; got {self.microbatch_tokens})")
+        if self.share_prompt and self.gradient_checkpointing:
+            # a recomputed layer would re-run under whatever control is set in the backward, not the
+            # one its forward (prompt or completion rows) ran under
+            raise UserError("share_prompt does not combine with gradient_checkpointing (set one of them false)")
         if self.group_size < 2:
             raise UserError("group_size must be >= 2: the advantage is reward minus the group mean")
         if not 0 <= self.teacher_per_group < self.group_size:
