@@ -124,11 +124,13 @@ class TrainConfig:
     share_prompt: bool = False
     """Compute each prompt once per microbatch for the rows that share it (a group's samples) and run
     their completions on its keys and values, in the update and the behaviour pass: on and off give
-    the same result up to floating-point rounding (speed and memory knob). Rows share only under
-    equal routing controls (q, g): none and absorb share whole groups, routeA rows within a label,
-    moe rows (the router's own w) never. Microbatches are cut as without it, so a group split over
-    two microbatches computes its prompt in each; a `microbatch` that is a multiple of group_size
-    keeps groups whole. Not combined with gradient_checkpointing or --batched."""
+    the same loss, gradients and log-probs up to floating-point rounding (a speed and memory knob).
+    Rows share only under equal routing controls (q, g), which act on the prompt's tokens too: none
+    and absorb share whole groups, routeA rows within a label, moe rows (each its own router w)
+    never. Microbatches of `microbatch` rows are cut as without it (a multiple of group_size keeps
+    groups whole); with microbatch_tokens each prompt's rows are packed together and its tokens
+    counted once, so per-microbatch statistics (clip_frac, ...) average over other microbatches.
+    Not combined with gradient_checkpointing or batched runs (an error)."""
 
     # --- routeA (vGROUT) -----------------------------------------------------------------------
     route_tail_q: float = 0.2
