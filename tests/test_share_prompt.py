@@ -37,21 +37,22 @@ def float64_norms(monkeypatch):
     after another, or their sum at once) differ by ~1e-7. Kept in float64 here, the comparisons can
     be 1e-10 tight: they then test the algebra, not float32 rounding."""
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm
 
-    original = LlamaRMSNorm.forward
+    for norm in (LlamaRMSNorm, Qwen3RMSNorm):
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        if hidden.dtype != torch.float64:
-            return original(self, hidden)
-        return self.weight * (hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
+        def forward(self, hidden: torch.Tensor, original=norm.forward) -> torch.Tensor:
+            if hidden.dtype != torch.float64:
+                return original(self, hidden)
+            return self.weight * (hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
 
-    monkeypatch.setattr(LlamaRMSNorm, "forward", forward)
+        monkeypatch.setattr(norm, "forward", forward)
 
 
-def _model_and_adapter():
+def _model_and_adapter(arch: str = "llama"):
     """A float64 tiny model whose adapter blocks both sit far from their init, so the quarantine
     weight q changes values and the deployed gradient scale g changes gradients."""
-    model = tiny_model("llama", seed=3).double()
+    model = tiny_model(arch, seed=3).double()
     adapter = attach_lora2r(model, Lora2rConfig(rank=2, seed=0))
     gen = torch.Generator().manual_seed(7)
     with torch.no_grad():
@@ -113,12 +114,12 @@ def _shared(model, adapter, batch, q, g, sets):
 
 
 @pytest.mark.parametrize(
-    ("kind", "n_sets"),
+    ("kind", "n_sets", "arch"),
     # none/absorb: one set per prompt; routeA: one per (prompt, label) present; moe: every row alone
-    [("none", 3), ("absorb", 3), ("routeA", 9), ("moe", 3 * GROUP)],
+    [("none", 3, "llama"), ("absorb", 3, "llama"), ("routeA", 9, "llama"), ("moe", 3 * GROUP, "llama"), ("routeA", 9, "qwen3")],
 )
-def test_shared_prompts_give_the_unshared_logprobs_and_gradients(kind, n_sets):
-    model, adapter = _model_and_adapter()
+def test_shared_prompts_give_the_unshared_logprobs_and_gradients(kind, n_sets, arch):
+    model, adapter = _model_and_adapter(arch)
     batch = _groups_batch()
     q, g = _controls(kind, len(batch))
     weights = torch.randn(batch.completion_mask.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
@@ -211,6 +212,11 @@ def test_the_shared_forward_refuses_a_layout_it_cannot_share():
         shared_prompt_logprobs(model, batch, torch.zeros_like(sets), temperature=1.0)
     with pytest.raises(ValueError, match="without gaps"):
         shared_prompt_logprobs(model, batch, sets * 2, temperature=1.0)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    with pytest.raises(RuntimeError, match="gradient checkpointing"):
+        shared_prompt_logprobs(model, batch, sets, temperature=1.0)
+    model.eval()
     lp = batch.prompt_width
     flip = lambda x: torch.cat([x[:, :lp].flip(1), x[:, lp:]], dim=1)  # noqa: E731  (prompt padding on its right)
     right_padded = SequenceBatch(flip(batch.input_ids), flip(batch.attention_mask), batch.completion_mask, lp)

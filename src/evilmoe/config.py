@@ -270,8 +270,8 @@ class TrainConfig:
         if self.microbatch_tokens < 0:
             raise UserError(f"microbatch_tokens must be >= 0 (0 = off; got {self.microbatch_tokens})")
         if self.share_prompt and self.gradient_checkpointing:
-            # a recomputed layer would re-run under whatever control is set in the backward, not the
-            # one its forward (prompt or completion rows) ran under
+            # transformers drops a checkpointed layer's KV cache (the shared prompt's), and a recomputed
+            # layer would re-run under the control set in the backward, not its own forward's
             raise UserError("share_prompt does not combine with gradient_checkpointing (set one of them false)")
         if self.group_size < 2:
             raise UserError("group_size must be >= 2: the advantage is reward minus the group mean")

@@ -270,7 +270,11 @@ def shared_prompt_logprobs(
     prompt_context(rows of the prompt forward, one per set) and completion_context() wrap the two
     forwards: the adapter's row control of those rows, a feature capture of the completion forward.
     The backward needs no control: without layer recomputation autograd keeps what each forward used.
+    Layer recomputation (gradient checkpointing) is refused: transformers drops a layer's cache
+    when it checkpoints it, and a recomputed layer would run under the control set at backward time.
     """
+    if torch.is_grad_enabled() and model.training and getattr(model, "is_gradient_checkpointing", False):
+        raise RuntimeError("shared-prompt forward with gradient checkpointing on: layers would drop the prompt's cache")
     decoder = model.get_decoder()
     lm_head = model.get_output_embeddings()
     n, lp = len(batch), batch.prompt_width
