@@ -38,7 +38,7 @@ from evilmoe.grpo import (
     token_microbatches,
     trained_from,
 )
-from evilmoe.lora2r import PooledCapture
+from evilmoe.lora2r import Lora2rAdapter, PooledCapture
 from evilmoe.policy import Policy
 from evilmoe.records import BehaviourPass, Rollouts, UpdateResult
 from evilmoe.routing import Arm, Routing, mean_or_none
@@ -65,6 +65,14 @@ def _pad_to(x: Tensor, width: int) -> Tensor:
     return torch.nn.functional.pad(x, (0, width - x.shape[1]))
 
 
+@contextlib.contextmanager
+def _captured(adapter: Lora2rAdapter, mask: Tensor, into: list[PooledCapture]):
+    """`adapter.capture_pooled(mask)` for one forward, its holder appended to `into`."""
+    with adapter.capture_pooled(mask) as holder:
+        into.append(holder)
+        yield
+
+
 class RoutedUpdate:
     """The passes over a step's rollouts for one run: its policy, arm, optimizer and schedule."""
 
@@ -82,26 +90,21 @@ class RoutedUpdate:
             for start in range(0, len(batch), mb):
                 part = batch.rows(slice(start, start + mb)).trimmed()
                 # no row control in this pass: rows with the same prompt always share it
-                sets = prompt_sets(part) if self.config.share_prompt else None
-                if sets is not None and shares(sets):
-                    pooled: list[PooledCapture] = []
-
-                    @contextlib.contextmanager
-                    def capture(part=part, pooled=pooled):  # pooling reads completion tokens only
-                        with adapter.capture_pooled(part.completion_mask.bool()) as holder:
-                            pooled.append(holder)
-                            yield
-
-                    lp = shared_prompt_logprobs(model, part, sets, temperature=temperature, completion_context=capture)
-                    holder = pooled[0]
+                sharing = self.config.share_prompt and shares(sets := prompt_sets(part))
+                pooled: list[PooledCapture] = []
+                if sharing:  # the completion forward holds every position that pooling reads
+                    completion = part.completion_mask.bool()
+                    lp = shared_prompt_logprobs(
+                        model, part, sets, temperature=temperature, completion_context=lambda m=completion, p=pooled: _captured(adapter, m, p)
+                    )
                 else:
-                    with adapter.capture_pooled(part.aligned()[1]) as holder:
+                    with _captured(adapter, part.aligned()[1], pooled):
                         lp = completion_logprobs(model, part, temperature=temperature)
                 logps.append(_pad_to(lp, batch.completion_mask.shape[1]))
-                feats.append(holder.pooled())
+                feats.append(pooled[0].pooled())
                 if self.config.kl_coef > 0:
                     with adapter.disabled():
-                        if sets is not None and shares(sets):
+                        if sharing:
                             ref = shared_prompt_logprobs(model, part, sets, temperature=temperature)
                         else:
                             ref = completion_logprobs(model, part, temperature=temperature)
