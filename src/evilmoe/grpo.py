@@ -273,7 +273,11 @@ def shared_prompt_logprobs(
     Layer recomputation (gradient checkpointing) is refused: transformers drops a layer's cache
     when it checkpoints it, and a recomputed layer would run under the control set at backward time.
     """
-    if torch.is_grad_enabled() and model.training and getattr(model, "is_gradient_checkpointing", False):
+    # the property's name since transformers 5.2x; `is_gradient_checkpointing` before
+    checkpointing = getattr(model, "is_activation_checkpointing", None)
+    if checkpointing is None:
+        checkpointing = getattr(model, "is_gradient_checkpointing", False)
+    if torch.is_grad_enabled() and model.training and checkpointing:
         raise RuntimeError("shared-prompt forward with gradient checkpointing on: layers would drop the prompt's cache")
     decoder = model.get_decoder()
     lm_head = model.get_output_embeddings()
