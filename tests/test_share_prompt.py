@@ -263,15 +263,19 @@ def _step(problems, arm: str, share: bool, **settings) -> dict:
     return {"grads": grads, "behaviour": behaviour[0], "metrics": metrics, "calls": calls, "labels": routing[0].labels}
 
 
-@pytest.mark.parametrize("arm", ["none", "absorb", "routeA", "moe"])
-@pytest.mark.parametrize(
-    "settings",
-    # 12 rows in groups of 4 (prompts of ~1,000 byte tokens, completions <= 16): whole groups per
-    # microbatch; groups split over microbatches; packed by tokens (unshared: one row per microbatch;
-    # shared: one prompt and its rows)
-    [dict(microbatch=8), dict(microbatch=3), dict(microbatch=5, microbatch_tokens=2000)],
-    ids=["rows-8", "rows-3", "tokens"],
-)
+# 12 rows in groups of 4 (prompts of ~1,000 byte tokens, completions <= 16): whole groups per
+# microbatch; groups split over microbatches; packed by tokens (unshared: one row per microbatch;
+# shared: one prompt and its rows)
+SETTINGS = {"rows-8": dict(microbatch=8), "rows-3": dict(microbatch=3), "tokens": dict(microbatch=5, microbatch_tokens=2000)}
+# each case trains a step twice; one (split groups, a label mix) stays in the fast tier
+STEP_CASES = [
+    pytest.param(arm, settings, id=f"{name}-{arm}", marks=() if (name, arm) == ("rows-3", "routeA") else pytest.mark.slow)
+    for name, settings in SETTINGS.items()
+    for arm in ("none", "absorb", "routeA", "moe")
+]
+
+
+@pytest.mark.parametrize(("arm", "settings"), STEP_CASES)
 def test_a_step_with_shared_prompts_is_the_unshared_step(problems, arm, settings):
     off = _step(problems, arm, False, **settings)
     on = _step(problems, arm, True, **settings)
