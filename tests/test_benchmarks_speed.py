@@ -175,3 +175,20 @@ def test_arm_update_times_each_arms_phases_on_the_same_rollouts(tmp_path, capsys
     assert set(data["pair_pass"]) == {"one sorted pass", "a pass per side"} and all(v > 0 for v in data["pair_pass"].values())
     text = capsys.readouterr().out
     assert "update x absorb" in text and "pair forwards, median of 1" in text
+
+
+def test_share_prompt_benchmark_measures_less_kept_for_the_backward_only_where_rows_share(tmp_path, capsys):
+    import share_prompt
+
+    common = ["--prompts", "2", "--group-size", "4", "--microbatch", "8", "--prompt-tokens", "60", "--completion-tokens", "8", "--repeats", "1"]
+    medians = {}
+    for arm in ("none", "moe"):
+        out = tmp_path / f"{arm}.json"
+        assert share_prompt.main([*common, "--arm", arm, "--json", str(out)]) == 0
+        medians[arm] = json.loads(out.read_text())["median"]
+    assert "update activations saved, MB" in capsys.readouterr().out
+    # none: a group's 4 rows share one ~60-token prompt (completions <= 8): far less is kept
+    assert medians["none"]["on"]["saved_mb"] < 0.6 * medians["none"]["off"]["saved_mb"]
+    # moe: every row its own router w, nothing shares in the update: the very same forwards
+    assert medians["moe"]["on"]["saved_mb"] == medians["moe"]["off"]["saved_mb"] > 0
+    assert all(m[s]["update_s"] > 0 and m[s]["behaviour_s"] > 0 for m in medians.values() for s in ("on", "off"))

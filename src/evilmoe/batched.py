@@ -77,6 +77,10 @@ def check_batchable(configs: Sequence[TrainConfig]) -> None:
         differ = sorted(k for k in first if k not in RUN_FIELDS and first[k] != other[k])
         if differ:
             raise UserError(f"runs batched together may differ only in {', '.join(RUN_FIELDS)}; these differ: {', '.join(differ)}")
+    if configs[0].share_prompt:
+        # the batched forwards (RunBatch._forward) run every row's whole sequence; they have no
+        # shared-prompt form, and quietly ignoring the option would mislabel what ran
+        raise UserError("share_prompt is not supported with batched runs (--batched); run them apart or set it false")
     names = [(c.arm, c.seed) for c in configs]
     if len(set(names)) != len(names):
         raise UserError(f"a run batch lists a run twice: {names}")

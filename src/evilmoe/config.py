@@ -121,6 +121,16 @@ class TrainConfig:
     follows the tokens (memory knob; does not change the result). 0 = rows only."""
     gradient_checkpointing: bool = False
     """Recompute each decoder layer in the backward pass (memory knob for large models; same result)."""
+    share_prompt: bool = False
+    """Compute each prompt once per microbatch for the rows that share it (a group's samples) and run
+    their completions on its keys and values, in the update and the behaviour pass: on and off give
+    the same loss, gradients and log-probs up to floating-point rounding (a speed and memory knob).
+    Rows share only under equal routing controls (q, g), which act on the prompt's tokens too: none
+    and absorb share whole groups, routeA rows within a label, moe rows (each its own router w)
+    never. Microbatches of `microbatch` rows are cut as without it (a multiple of group_size keeps
+    groups whole); with microbatch_tokens each prompt's rows are packed together and its tokens
+    counted once, so per-microbatch statistics (clip_frac, ...) average over other microbatches.
+    Not combined with gradient_checkpointing or batched runs (an error)."""
 
     # --- routeA (vGROUT) -----------------------------------------------------------------------
     route_tail_q: float = 0.2
@@ -259,6 +269,10 @@ class TrainConfig:
                 raise UserError(f"{name} must be > 0 (got {getattr(self, name)})")
         if self.microbatch_tokens < 0:
             raise UserError(f"microbatch_tokens must be >= 0 (0 = off; got {self.microbatch_tokens})")
+        if self.share_prompt and self.gradient_checkpointing:
+            # transformers drops a checkpointed layer's KV cache (the shared prompt's), and a recomputed
+            # layer would re-run under the control set in the backward, not its own forward's
+            raise UserError("share_prompt does not combine with gradient_checkpointing (set one of them false)")
         if self.group_size < 2:
             raise UserError("group_size must be >= 2: the advantage is reward minus the group mean")
         if not 0 <= self.teacher_per_group < self.group_size:

@@ -6,11 +6,15 @@ Kept free of routing: the trainer decides per rollout how the adapter's blocks t
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
+from transformers import DynamicCache
 
 
 @dataclass
@@ -192,6 +196,135 @@ def completion_logprobs(
     return out
 
 
+def prompt_sets(batch: SequenceBatch, *controls: Tensor) -> Tensor:
+    """[N] index of each row's sharing set: rows with the same real prompt tokens and equal values in
+    every per-row control ([N] tensors, e.g. the row control's q and g) get the same index; sets are
+    numbered 0, 1, ... in order of their first row.
+
+    A control that carries autograd (the learned router's w) makes every row a set of its own: two
+    rows' w may be equal in value and still differ in their gradient, so sharing one forward would
+    send both rows' router gradient through one of them.
+    """
+    n, lp = len(batch), batch.prompt_width
+    for control in controls:
+        if control.shape != (n,):
+            raise ValueError(f"prompt_sets wants [N] = [{n}] controls, got shape {tuple(control.shape)}")
+    if any(control.requires_grad for control in controls):
+        return torch.arange(n, device=batch.input_ids.device)
+    real = batch.attention_mask[:, :lp].bool()
+    prompts = [tuple(row[keep].tolist()) for row, keep in zip(batch.input_ids[:, :lp], real)]
+    values = [c.detach().cpu().tolist() for c in controls]
+    first: dict[tuple, int] = {}
+    index = [first.setdefault((prompts[b], *(v[b] for v in values)), len(first)) for b in range(n)]
+    return torch.tensor(index, dtype=torch.long, device=batch.input_ids.device)
+
+
+def shares(sets: Tensor) -> bool:
+    """Whether some set of `prompt_sets` holds more than one row (else sharing saves nothing)."""
+    return len(sets) > 0 and int(sets.max()) + 1 < len(sets)
+
+
+def _layout_lengths(batch: SequenceBatch) -> Tensor:
+    """Each row's real prompt length, after checking the sampler's layout that the shared forward
+    relies on: the prompt left-padded (its real tokens end at column prompt_width), the completion
+    right-padded from column prompt_width, trained tokens only where the completion is."""
+    lp, mask = batch.prompt_width, batch.attention_mask.long()
+    prompt, completion = mask[:, :lp], mask[:, lp:]
+    if (prompt.diff(dim=1) < 0).any() or (completion.diff(dim=1) > 0).any():
+        raise ValueError("shared-prompt forward wants left-padded prompts and right-padded completions")
+    if (batch.completion_mask.bool() & ~completion.bool()).any():
+        raise ValueError("shared-prompt forward: a trained completion token lies outside the attention mask")
+    lengths = prompt.sum(dim=1)
+    if (lengths == 0).any():
+        raise ValueError("shared-prompt forward: a row has no prompt token (nothing predicts its first completion token)")
+    return lengths
+
+
+def _cache_keyword(decoder: torch.nn.Module) -> str:
+    """The decoder's keyword for a KV cache: `cache` in recent transformers, `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+
+
+def shared_prompt_logprobs(
+    model: torch.nn.Module,
+    batch: SequenceBatch,
+    sets: Tensor,
+    *,
+    temperature: float,
+    chunk_tokens: int | None = None,
+    prompt_context: Callable[[Tensor], contextlib.AbstractContextManager] | None = None,
+    completion_context: Callable[[], contextlib.AbstractContextManager] | None = None,
+) -> Tensor:
+    """`completion_logprobs` with each set's prompt computed once: the same log-probs, to rounding.
+
+    sets [N] (`prompt_sets`): rows with the same index must have the same prompt and must be run under
+    the same controls; the prompts of a set's rows are checked, the controls are the caller's word.
+    Two forwards: the decoder over one row per set (its prompt, right-aligned as in
+    `right_aligned`, no mask) with a KV cache, then over every row's completion tokens with that
+    cache repeated per row (`batch_select_indices`, an indexing op: the gradient of each shared key
+    and value is the sum of its rows'), a padding mask hiding the cache columns past the row's
+    prompt, and positions continuing from the prompt's length, so every completion token sees
+    exactly the keys and values it sees in the unshared forward. The first completion token is
+    predicted by the prompt's last hidden state, also indexed per row.
+
+    prompt_context(rows of the prompt forward, one per set) and completion_context() wrap the two
+    forwards: the adapter's row control of those rows, a feature capture of the completion forward.
+    The backward needs no control: without layer recomputation autograd keeps what each forward used.
+    Layer recomputation (gradient checkpointing) is refused: transformers drops a layer's cache
+    when it checkpoints it, and a recomputed layer would run under the control set at backward time.
+    """
+    # the property's name since transformers 5.2x; `is_gradient_checkpointing` before
+    checkpointing = getattr(model, "is_activation_checkpointing", None)
+    if checkpointing is None:
+        checkpointing = getattr(model, "is_gradient_checkpointing", False)
+    if torch.is_grad_enabled() and model.training and checkpointing:
+        raise RuntimeError("shared-prompt forward with gradient checkpointing on: layers would drop the prompt's cache")
+    decoder = model.get_decoder()
+    lm_head = model.get_output_embeddings()
+    n, lp = len(batch), batch.prompt_width
+    if sets.shape != (n,):
+        raise ValueError(f"sets must be [N] = [{n}], got shape {tuple(sets.shape)}")
+    prompt_len = _layout_lengths(batch)
+    n_sets = int(sets.max()) + 1
+    if sorted(set(sets.tolist())) != list(range(n_sets)):
+        raise ValueError("sets must number the sharing sets 0, 1, ... without gaps")
+    # one row per set (its first); every row of a set must carry that row's prompt
+    first = torch.full((n_sets,), n, device=sets.device).scatter_reduce(0, sets, torch.arange(n, device=sets.device), "amin")
+    same = (batch.input_ids[:, :lp] == batch.input_ids[first[sets], :lp]) | ~batch.attention_mask[:, :lp].bool()
+    if not (same.all() and torch.equal(prompt_len, prompt_len[first[sets]])):
+        raise ValueError("rows of one sharing set have different prompts")
+
+    keyword = _cache_keyword(decoder)
+    (prompt_ids,) = right_aligned(batch.input_ids[first, :lp], batch.attention_mask[first, :lp])
+    width = prompt_ids.shape[1]
+    cache = DynamicCache()
+    with prompt_context(first) if prompt_context else contextlib.nullcontext():
+        prompt_hidden = decoder(input_ids=prompt_ids, use_cache=True, **{keyword: cache}).last_hidden_state
+    cache.batch_select_indices(sets)  # each row's copy of its set's keys and values (differentiable)
+
+    completion_ids = batch.input_ids[:, lp:]
+    columns = torch.arange(width, device=sets.device)
+    length = prompt_len[:, None]
+    # past the row's own prompt the cache holds another set's longer prompt or padding: hidden; the
+    # completion's own padding is at its end, so causality alone keeps it from any real token
+    attention_mask = torch.cat([columns[None] < length, torch.ones_like(completion_ids, dtype=torch.bool)], dim=1)
+    positions = length + torch.arange(completion_ids.shape[1], device=sets.device)[None]
+    with completion_context() if completion_context else contextlib.nullcontext():
+        completion_hidden = decoder(
+            input_ids=completion_ids, attention_mask=attention_mask.long(), position_ids=positions, use_cache=True, **{keyword: cache}
+        ).last_hidden_state
+
+    # the hidden state before completion token j: the prompt's last for j = 0, completion j - 1 after
+    last = prompt_hidden[sets, prompt_len - 1]
+    predicting = torch.cat([last[:, None], completion_hidden[:, :-1]], dim=1)
+    mask = batch.completion_mask.bool()
+    logp = lm_head_logprobs(predicting[mask], completion_ids[mask], lm_head, temperature=temperature, chunk_tokens=chunk_tokens)
+    out = torch.zeros(mask.shape, dtype=torch.float32, device=completion_hidden.device)
+    if logp.numel():
+        out = out.masked_scatter(mask, logp.float())
+    return out
+
+
 def token_microbatches(rows: Tensor, lengths: Tensor, max_rows: int, max_tokens: int = 0) -> list[Tensor]:
     """Split `rows` (row indices, [n]) into the update's microbatches; lengths [n]: each row's real tokens.
 
@@ -221,6 +354,49 @@ def token_microbatches(rows: Tensor, lengths: Tensor, max_rows: int, max_tokens:
         else:
             group.append(i)
     return [rows[torch.tensor(sorted(g), device=rows.device)] for g in groups]
+
+
+def shared_token_microbatches(
+    rows: Tensor, sets: Tensor, prompt_lengths: Tensor, completion_lengths: Tensor, max_rows: int, max_tokens: int
+) -> list[Tensor]:
+    """`token_microbatches` for shared-prompt forwards: the rows (row indices, [n]) of one prompt
+    (sets [n], `prompt_sets` by prompt) stay together, and a microbatch's tokens are counted as its
+    two forwards pad them: each distinct prompt once at the longest prompt's width, plus every row's
+    completion at the longest completion's. So memory follows the tokens computed, and sorting rows
+    by length does not scatter a prompt's rows over microbatches (which would leave nothing to share).
+
+    Prompts are sorted by padded length (prompt + longest completion), longest first, and packed
+    greedily under at most `max_rows` rows and `max_tokens` tokens. A prompt with more rows than fit
+    in one microbatch on its own is cut into consecutive pieces that do (at least one row each).
+    Each microbatch's indices are in ascending order.
+    """
+    if max_rows <= 0 or max_tokens <= 0:
+        raise ValueError(f"max_rows and max_tokens must be > 0 (got {max_rows}, {max_tokens})")
+    p_len, c_len = prompt_lengths.tolist(), completion_lengths.tolist()
+
+    def cost(members: list[list[int]]) -> int:  # members: one list of positions per prompt
+        flat = [i for m in members for i in m]
+        return len(members) * max(p_len[i] for i in flat) + len(flat) * max(c_len[i] for i in flat)
+
+    # one unit per prompt, cut where it alone breaks a limit
+    units: list[list[int]] = []
+    for s in range(int(sets.max()) + 1 if len(sets) else 0):
+        piece: list[int] = []
+        for i in (sets == s).nonzero().squeeze(1).tolist():
+            if piece and (len(piece) == max_rows or cost([[*piece, i]]) > max_tokens):
+                units.append(piece)
+                piece = []
+            piece.append(i)
+        units.append(piece)
+    units.sort(key=lambda u: -(p_len[u[0]] + max(c_len[i] for i in u)))  # stable: ties keep row order
+    packs: list[list[list[int]]] = []
+    for unit in units:
+        pack = packs[-1] if packs else None
+        if pack is None or sum(map(len, pack)) + len(unit) > max_rows or cost([*pack, unit]) > max_tokens:
+            packs.append([unit])
+        else:
+            pack.append(unit)
+    return [rows[torch.tensor(sorted(i for u in pack for i in u), device=rows.device)] for pack in packs]
 
 
 def trained_from(completion_mask: Tensor, loss_start: Tensor | None) -> Tensor:

@@ -14,6 +14,7 @@ global, and summing the ranks' gradients gives exactly one process's gradient.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,20 @@ from torch import Tensor
 from evilmoe import distributed as ddp
 from evilmoe.config import TrainConfig
 from evilmoe.env.types import Grade
-from evilmoe.grpo import SequenceBatch, clipped_surrogate, completion_logprobs, group_advantages, k3_kl, token_microbatches, trained_from
+from evilmoe.grpo import (
+    SequenceBatch,
+    clipped_surrogate,
+    completion_logprobs,
+    group_advantages,
+    k3_kl,
+    prompt_sets,
+    shared_prompt_logprobs,
+    shared_token_microbatches,
+    shares,
+    token_microbatches,
+    trained_from,
+)
+from evilmoe.lora2r import Lora2rAdapter, PooledCapture
 from evilmoe.policy import Policy
 from evilmoe.records import BehaviourPass, Rollouts, UpdateResult
 from evilmoe.routing import Arm, Routing, mean_or_none
@@ -51,6 +65,14 @@ def _pad_to(x: Tensor, width: int) -> Tensor:
     return torch.nn.functional.pad(x, (0, width - x.shape[1]))
 
 
+@contextlib.contextmanager
+def _captured(adapter: Lora2rAdapter, mask: Tensor, into: list[PooledCapture]):
+    """`adapter.capture_pooled(mask)` for one forward, its holder appended to `into`."""
+    with adapter.capture_pooled(mask) as holder:
+        into.append(holder)
+        yield
+
+
 class RoutedUpdate:
     """The passes over a step's rollouts for one run: its policy, arm, optimizer and schedule."""
 
@@ -62,17 +84,30 @@ class RoutedUpdate:
         """No-grad pass with the hack expert ON (the sampling policy): old log-probs, routing features,
         and (only when the KL term is on) the starting model's log-probs."""
         model, adapter, mb = self.policy.model, self.policy.adapter, self.config.microbatch
+        temperature = self.config.temperature
         logps, feats, refs = [], [], []
         with torch.no_grad():
             for start in range(0, len(batch), mb):
                 part = batch.rows(slice(start, start + mb)).trimmed()
-                with adapter.capture_pooled(part.aligned()[1]) as capture:
-                    lp = completion_logprobs(model, part, temperature=self.config.temperature)
+                # no row control in this pass: rows with the same prompt always share it
+                sharing = self.config.share_prompt and shares(sets := prompt_sets(part))
+                pooled: list[PooledCapture] = []
+                if sharing:  # the completion forward holds every position that pooling reads
+                    completion = part.completion_mask.bool()
+                    lp = shared_prompt_logprobs(
+                        model, part, sets, temperature=temperature, completion_context=lambda m=completion, p=pooled: _captured(adapter, m, p)
+                    )
+                else:
+                    with _captured(adapter, part.aligned()[1], pooled):
+                        lp = completion_logprobs(model, part, temperature=temperature)
                 logps.append(_pad_to(lp, batch.completion_mask.shape[1]))
-                feats.append(capture.pooled())
+                feats.append(pooled[0].pooled())
                 if self.config.kl_coef > 0:
                     with adapter.disabled():
-                        ref = completion_logprobs(model, part, temperature=self.config.temperature)
+                        if sharing:
+                            ref = shared_prompt_logprobs(model, part, sets, temperature=temperature)
+                        else:
+                            ref = completion_logprobs(model, part, temperature=temperature)
                     refs.append(_pad_to(ref, batch.completion_mask.shape[1]))
         return BehaviourPass(torch.cat(logps), torch.cat(feats), torch.cat(refs) if refs else None)
 
@@ -109,8 +144,21 @@ class RoutedUpdate:
         model.train()
         for idx in plan.microbatches:
             part = plan.batch.rows(idx).trimmed()
+            q, g = self.control(plan, idx)
+            # rows may share a prompt forward only under equal controls: q changes the prompt's
+            # values, g its gradient (prompt_sets gives rows whose q carries autograd no set mates)
+            sets = prompt_sets(part, q, g) if self.config.share_prompt else None
+            if sets is not None and shares(sets):
+                logp_new = shared_prompt_logprobs(
+                    model, part, sets, temperature=self.config.temperature,
+                    prompt_context=lambda rows, q=q, g=g: adapter.row_control(q[rows], g[rows]),
+                    completion_context=lambda q=q, g=g: adapter.row_control(q, g),
+                )
+                # no control needed in the backward: no layer is recomputed (config.validate)
+                self.loss(plan, idx, part, logp_new).backward()
+                continue
             # backward inside the control: gradient checkpointing re-runs the forward during backward
-            with adapter.row_control(*self.control(plan, idx)):
+            with adapter.row_control(q, g):
                 logp_new = completion_logprobs(model, part, temperature=self.config.temperature)
                 self.loss(plan, idx, part, logp_new).backward()
         model.eval()
@@ -134,12 +182,27 @@ class RoutedUpdate:
             # Dr.GRPO: a constant, not the token count; the global batch's, so summing ranks' gradients
             # gives exactly one process's gradient
             normaliser=float(len(rewards) * cfg.max_new_tokens),
-            microbatches=token_microbatches(
-                live_idx, rollouts.batch.attention_mask[live_idx].sum(dim=1), cfg.microbatch, cfg.microbatch_tokens
-            ),
+            microbatches=self.microbatches(rollouts.batch, live_idx),
             stats={k: [] for k in MICROBATCH_STATS},
             loss_start=rollouts.loss_start,
         )
+
+    def microbatches(self, batch: SequenceBatch, live_idx: Tensor) -> list[Tensor]:
+        """The live rows (local indices) cut into the update's microbatches.
+
+        With share_prompt and a token budget the packing keeps each prompt's rows together and
+        counts each prompt once (`shared_token_microbatches`); otherwise as without sharing, so
+        consecutive chunks of `microbatch` rows keep whole groups when it is a multiple of group_size.
+        """
+        cfg = self.config
+        mask = batch.attention_mask[live_idx]
+        if not (cfg.share_prompt and cfg.microbatch_tokens):
+            return token_microbatches(live_idx, mask.sum(dim=1), cfg.microbatch, cfg.microbatch_tokens)
+        lp = batch.prompt_width
+        return shared_token_microbatches(
+            live_idx, prompt_sets(batch.rows(live_idx)), mask[:, :lp].sum(dim=1), mask[:, lp:].sum(dim=1),
+            cfg.microbatch, cfg.microbatch_tokens,
+        )  # fmt: skip
 
     def control(self, plan: UpdatePlan, idx: Tensor) -> tuple[Tensor, Tensor]:
         """(q, g) of one microbatch (local row indices) for the adapter's row control."""
