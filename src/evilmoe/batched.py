@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from evilmoe import distributed as ddp
@@ -46,7 +45,7 @@ from evilmoe.env.grader import GradingPool
 from evilmoe.env.problems import ProblemSet, load_problem_set, record_problem_set
 from evilmoe.errors import UserError
 from evilmoe.fastgen import FastSampler
-from evilmoe.grpo import SequenceBatch, completion_logprobs
+from evilmoe.grpo import SequenceBatch, completion_logprobs, concat_batches
 from evilmoe.multigen import MultiRunSampler
 from evilmoe.multilora import RunGroup, attach_lora2r_runs
 from evilmoe.policy import Policy, enable_recompute, lora2r_config
@@ -84,21 +83,6 @@ def check_batchable(configs: Sequence[TrainConfig]) -> None:
     names = [(c.arm, c.seed) for c in configs]
     if len(set(names)) != len(names):
         raise UserError(f"a run batch lists a run twice: {names}")
-
-
-def concat_batches(parts: Sequence[SequenceBatch]) -> SequenceBatch:
-    """Rows of several batches in one: prompts left-padded and completions right-padded to the
-    widest. Extra padding changes no real token's output: training forwards shift every row past
-    its left padding and attend causally (grpo.right_aligned)."""
-    lp = max(p.prompt_width for p in parts)
-    lc = max(p.completion_mask.shape[1] for p in parts)
-    ids, att, comp = [], [], []
-    for p in parts:
-        left, right = lp - p.prompt_width, lc - p.completion_mask.shape[1]
-        ids.append(F.pad(p.input_ids, (left, right)))
-        att.append(F.pad(p.attention_mask, (left, right)))
-        comp.append(F.pad(p.completion_mask, (0, right)))
-    return SequenceBatch(torch.cat(ids), torch.cat(att), torch.cat(comp), lp)
 
 
 def pack_runs(runs: Sequence[int], rows: Callable[[int], int], limit: int) -> list[list[int]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -194,6 +194,21 @@ def completion_logprobs(
     if logp.numel():
         out = out.masked_scatter(mask, logp.float())
     return out
+
+
+def concat_batches(parts: Sequence[SequenceBatch]) -> SequenceBatch:
+    """Rows of several batches in one: prompts left-padded and completions right-padded to the
+    widest. Extra padding changes no real token's output: training forwards shift every row past
+    its left padding and attend causally (grpo.right_aligned)."""
+    lp = max(p.prompt_width for p in parts)
+    lc = max(p.completion_mask.shape[1] for p in parts)
+    ids, att, comp = [], [], []
+    for p in parts:
+        left, right = lp - p.prompt_width, lc - p.completion_mask.shape[1]
+        ids.append(torch.nn.functional.pad(p.input_ids, (left, right)))
+        att.append(torch.nn.functional.pad(p.attention_mask, (left, right)))
+        comp.append(torch.nn.functional.pad(p.completion_mask, (0, right)))
+    return SequenceBatch(torch.cat(ids), torch.cat(att), torch.cat(comp), lp)
 
 
 def prompt_sets(batch: SequenceBatch, *controls: Tensor) -> Tensor:

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from evilmoe import distributed as ddp
 from evilmoe.arms import ARM_REGISTRY, ArmSpec
 from evilmoe.errors import UserError
-from evilmoe.grpo import SequenceBatch
+from evilmoe.grpo import SequenceBatch, concat_batches
 from evilmoe.lora2r import Lora2rAdapter, moe_control, vgrout_control
 from evilmoe.router import (
     HackRouter,
@@ -116,7 +116,7 @@ class PairProbe:
         self.hack, self.clean = hack, clean
         self.microbatch, self.device = microbatch, device
         # both sides as one batch (hack rows, then clean rows), so `features` forwards them together
-        self.both = _stack_rows(hack, clean)
+        self.both = concat_batches([hack, clean])
         self.lengths = self.both.attention_mask.sum(dim=1).cpu()
 
     def __len__(self) -> int:
@@ -165,24 +165,6 @@ class PairProbe:
         v = v_act_from_pooled(hack, clean, self.adapter.n_modules, self.adapter.rank)
         report = separation_report(routeA_scores(hack, v), routeA_scores(clean, v))
         return v, report, torch.cat([hack, clean]).mean(dim=0)
-
-
-def _stack_rows(first: SequenceBatch, second: SequenceBatch) -> SequenceBatch:
-    """The rows of two batches with one prompt width as one batch, completions padded to the wider.
-
-    The padding columns carry mask 0, so no pass reads them (right_aligned cuts every batch to its
-    longest row, and causal attention never lets a real token see a later column)."""
-    if first.prompt_width != second.prompt_width:
-        raise ValueError(f"prompt widths differ: {first.prompt_width} and {second.prompt_width}")
-    width = max(first.completion_mask.shape[1], second.completion_mask.shape[1])
-
-    def padded(b: SequenceBatch) -> tuple[Tensor, Tensor, Tensor]:
-        extra = width - b.completion_mask.shape[1]
-        return (torch.nn.functional.pad(b.input_ids, (0, extra)), torch.nn.functional.pad(b.attention_mask, (0, extra)),
-                torch.nn.functional.pad(b.completion_mask, (0, extra)))
-
-    parts = list(zip(padded(first), padded(second)))
-    return SequenceBatch(*(torch.cat(p) for p in parts), first.prompt_width)
 
 
 # --------------------------------------------------------------------------------------------
